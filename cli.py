@@ -1,0 +1,200 @@
+"""Herald's command line: each command is a few lines calling into the packages.
+
+Settings come from HERALD_* environment variables (see herald/settings.py) and are built once here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from herald.errors import HeraldError
+from herald.logging import configure_logging
+from herald.settings import Settings, load_settings
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Herald: notification intelligence and governance."
+)
+kafka_app = typer.Typer(no_args_is_help=True, help="The local single-node Kafka broker.")
+schemas_app = typer.Typer(no_args_is_help=True, help="The Avro event contract.")
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(schemas_app, name="schemas")
+
+
+def settings() -> Settings:
+    s = load_settings()
+    configure_logging(s.log_format, s.log_level)
+    return s
+
+
+def fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+@kafka_app.command("up")
+def kafka_up() -> None:
+    """Start the local broker (fetching its jars on first use)."""
+    from herald.local import local_kafka
+
+    typer.echo(local_kafka(settings()).start())
+
+
+@kafka_app.command("down")
+def kafka_down() -> None:
+    """Stop the local broker."""
+    from herald.local import local_kafka
+
+    local_kafka(settings()).stop()
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Say whether the local broker runs."""
+    from herald.local import local_kafka
+
+    broker = local_kafka(settings())
+    running = broker.running()
+    typer.echo(f"{'running' if running else 'stopped'} {broker.bootstrap if running else ''}".strip())
+    raise typer.Exit(0 if running else 1)
+
+
+@app.command()
+def topics() -> None:
+    """Create Herald's topics where missing and list them with their sizes."""
+    from herald.local import bootstrap_servers
+    from streams.topics import describe_topics, ensure_topics
+
+    s = settings()
+    bootstrap, _ = bootstrap_servers(s)
+    ensure_topics(bootstrap, s.partitions, s.replication_factor, s.topics)
+    for name, info in describe_topics(bootstrap).items():
+        typer.echo(f"{name}\tpartitions={info['partitions']}\tmessages={info['messages']}")
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker: ingest agent, warehouse writer and the web/API server."""
+    from herald.local import bootstrap_servers
+    from streams.worker import run_worker
+
+    s = settings()
+    bootstrap, _ = bootstrap_servers(s, start=True)
+    run_worker(s, bootstrap)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending warehouse migrations."""
+    from projections.migrate import migrate as apply_migrations
+    from projections.warehouse import Warehouse
+
+    warehouse = Warehouse(settings().warehouse)
+    try:
+        for name in apply_migrations(warehouse) or ["(nothing to apply)"]:
+            typer.echo(name)
+    finally:
+        warehouse.close()
+
+
+@app.command()
+def sql(
+    query: str,
+    fmt: Annotated[str, typer.Option("--format", help="json | table | csv")] = "table",
+) -> None:
+    """Run a read-only query (through the running worker's endpoint when there is one)."""
+    from web.sql import read_only_problem
+
+    if fmt not in ("json", "table", "csv"):
+        fail(ValueError(f"--format: {fmt!r} is not one of json, table, csv"))
+    problem = read_only_problem(query)
+    if problem:
+        fail(ValueError(problem))
+    columns, rows = _run_query(settings(), query)
+    if fmt == "json":
+        typer.echo(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        typer.echo("\t".join(columns))
+        for row in rows:
+            typer.echo("\t".join(str(v) for v in row))
+
+
+def _run_query(s: Settings, query: str) -> tuple[list[str], list[list[object]]]:
+    from herald.local import query_endpoint
+    from streams.worker import live_endpoints
+
+    endpoints = live_endpoints(s) if s.embedded_warehouse else []
+    if endpoints:
+        return query_endpoint(endpoints[0], query)
+    from projections.warehouse import Warehouse
+    from web.app import jsonable
+
+    warehouse = Warehouse(s.warehouse)
+    try:
+        columns, rows = warehouse.records(query)
+    finally:
+        warehouse.close()
+    return columns, [[jsonable(v) for v in row] for row in rows]
+
+
+@schemas_app.command("check")
+def schemas_check() -> None:
+    """Parse every schema and check current vs historical versions both ways (backward and forward)."""
+    from schemas.compatibility import check_all
+
+    problems = check_all()
+    for line in problems:
+        typer.echo(line, err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("schemas ok: every version round-trips and is backward and forward compatible")
+
+
+@app.command()
+def replay() -> None:
+    """Rebuild the warehouse projection from the log (stop the worker first in embedded mode)."""
+    from herald.local import bootstrap_servers
+    from projections.warehouse import Warehouse
+    from streams.replay import replay as run_replay
+
+    s = settings()
+    bootstrap, _ = bootstrap_servers(s)
+    warehouse = Warehouse(s.warehouse)
+    try:
+        report = run_replay(s, bootstrap, warehouse, progress=_progress("replay"))
+    finally:
+        warehouse.close()
+    typer.echo(
+        f"\nreplayed {report.messages} messages: {report.totals.written} rows, "
+        f"{report.totals.dead_letters} dead letters, {report.totals.duplicates} duplicates"
+    )
+
+
+def _progress(label: str):  # type: ignore[no-untyped-def]
+    def show(done: int, total: int) -> None:
+        pct = 100.0 * done / total if total else 100.0
+        sys.stderr.write(f"\r{label}: {done}/{total} ({pct:5.1f}%)")
+        sys.stderr.flush()
+
+    return show
+
+
+def main() -> None:
+    try:
+        app()
+    except HeraldError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Cross-cutting pieces of Herald: settings, logging, the exception root."""

@@ -1,0 +1,100 @@
+"""The one frozen settings object, built from ``HERALD_*`` environment variables in cli.py.
+
+Nothing below cli.py reads the environment: settings flow down as arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from herald.errors import ConfigError
+from streams.topics import Topics
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERALD_", frozen=True, extra="forbid")
+
+    data_dir: Path = Field(
+        Path(".herald"), description="All local state: broker logs, warehouse, worker tables."
+    )
+    kafka_bootstrap: str | None = Field(
+        None, description="host:port list of a running Kafka; unset = the local broker under data_dir."
+    )
+    kafka_port: int = Field(9092, ge=1, le=65535, description="Port of the local broker.")
+    warehouse_dsn: str | None = Field(
+        None,
+        description="chdb:///path (embedded) or http(s)://user:pass@host:port/db; unset = chDB in data_dir.",
+    )
+    namespace: str = Field(
+        "",
+        pattern=r"^([a-z0-9][a-z0-9_\-]{0,39})?$",
+        description="Prefix of topic names and the consumer group, for environments sharing a cluster.",
+    )
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions of topics Herald creates.")
+    replication_factor: int = Field(1, ge=1, le=5)
+    batch_max_events: int = Field(
+        10_000, ge=1, le=500_000, description="Largest batch the ingest agent writes."
+    )
+    batch_within_s: float = Field(0.25, gt=0, le=30, description="Longest wait to fill an ingest batch.")
+    dedup_horizon_s: int = Field(86_400, ge=60, description="How long an event id is remembered for dedup.")
+    dedup_max_ids: int = Field(2_000_000, ge=1_000, description="Memory bound of the dedup set per worker.")
+    max_event_bytes: int = Field(65_536, ge=512, description="Events larger than this are dead-lettered.")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8740, ge=0, le=65535, description="Port of the worker's web/API server; 0 = any.")
+    worker_name: str = Field("worker-1", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("warehouse_dsn")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("chdb", "http", "https"):
+            raise ValueError("must start with chdb://, http:// or https://")
+        return value
+
+    @property
+    def warehouse(self) -> str:
+        return self.warehouse_dsn or f"chdb://{(self.data_dir / 'warehouse').resolve()}"
+
+    @property
+    def embedded_warehouse(self) -> bool:
+        return self.warehouse.startswith("chdb:")
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.namespace)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    def masked(self) -> dict[str, object]:
+        """Settings as a dict safe to log: passwords in DSNs replaced by ***."""
+        out = self.model_dump(mode="json")
+        out["warehouse_dsn"] = mask_dsn(self.warehouse)
+        return out
+
+
+def mask_dsn(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; a bad value raises ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]  # pydantic-settings accepts field kwargs
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            problems.append(f"HERALD_{field.upper()}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

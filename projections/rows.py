@@ -1,0 +1,112 @@
+"""Pure mapping from a decoded lifecycle event (plus its log position) to an ``events`` row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+
+EVENT_COLUMNS: Final = (
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "tenant_id",
+    "notification_id",
+    "channel",
+    "provider",
+    "template_id",
+    "template_version",
+    "campaign_id",
+    "campaign_step",
+    "experiment_id",
+    "variant",
+    "recipient_id",
+    "recipient_kind",
+    "recipient_tier",
+    "recipient_role",
+    "recipient_language",
+    "recipient_country",
+    "latency_ms",
+    "cost_micros",
+    "currency",
+    "error_class",
+    "error_code",
+    "error_message",
+    "error_retryable",
+    "reason",
+    "policy_version",
+    "source",
+    "ingested_at",
+    "_topic",
+    "_partition",
+    "_offset",
+)
+
+BATCH_COLUMNS: Final = (
+    "topic",
+    "partition",
+    "first_offset",
+    "last_offset",
+    "rows",
+    "dead_letters",
+    "duplicates",
+    "worker",
+    "written_at",
+)
+
+_NO_RECIPIENT: Final[dict[str, Any]] = {}
+_NO_ERROR: Final[dict[str, Any]] = {}
+
+
+def event_row(
+    event: dict[str, Any], topic: str, partition: int, offset: int, ingested_at: datetime
+) -> list[Any]:
+    """One row in EVENT_COLUMNS order; absent strings become '' and absent numbers stay None.
+
+    >>> from datetime import UTC
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> row = event_row({"event_id": "e1", "event_type": "SENT", "occurred_at": t, "tenant_id": "acme",
+    ...                  "notification_id": "n1", "channel": "SMS"}, "topic", 2, 17, t)
+    >>> dict(zip(EVENT_COLUMNS, row))["provider"], row[-2:]
+    ('', [2, 17])
+    """
+    recipient = event.get("recipient") or _NO_RECIPIENT
+    error = event.get("error") or _NO_ERROR
+    return [
+        event["event_id"],
+        event["event_type"],
+        event["occurred_at"],
+        event["tenant_id"],
+        event["notification_id"],
+        event["channel"],
+        event.get("provider") or "",
+        event.get("template_id") or "",
+        event.get("template_version"),
+        event.get("campaign_id") or "",
+        event.get("campaign_step"),
+        event.get("experiment_id") or "",
+        event.get("variant") or "",
+        recipient.get("id") or "",
+        recipient.get("kind") or "",
+        recipient.get("tier") or "",
+        recipient.get("role") or "",
+        recipient.get("language") or "",
+        recipient.get("country") or "",
+        event.get("latency_ms"),
+        event.get("cost_micros"),
+        event.get("currency") or "",
+        error.get("error_class") or "",
+        error.get("code") or "",
+        error.get("message") or "",
+        bool(error.get("retryable", False)),
+        event.get("reason") or "",
+        event.get("policy_version") or "",
+        event.get("source") or "",
+        ingested_at,
+        topic,
+        partition,
+        offset,
+    ]
+
+
+def month_of(occurred_at: datetime) -> int:
+    return occurred_at.year * 100 + occurred_at.month

@@ -1,0 +1,112 @@
+"""FastAPI app served by the worker process (it owns the embedded warehouse)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import ipaddress
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from pydantic import BaseModel, Field
+
+from herald.errors import WarehouseError
+from projections.warehouse import Warehouse
+from streams.pipeline import IngestTotals
+from web.sql import read_only_problem
+
+
+class SqlRequest(BaseModel):
+    query: str = Field(..., description="One read-only statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN).")
+    max_rows: int = Field(100_000, ge=1, le=1_000_000)
+
+
+class SqlResult(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID | ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return value
+
+
+class _IngestCollector:
+    def __init__(self, totals: Callable[[], IngestTotals]) -> None:
+        self._totals = totals
+
+    def collect(self) -> Any:
+        t = self._totals()
+        events = CounterMetricFamily(
+            "herald_ingest_events", "Lifecycle messages by outcome", labels=["outcome"]
+        )
+        for outcome, value in (
+            ("written", t.written),
+            ("dead_letter", t.dead_letters),
+            ("duplicate", t.duplicates),
+            ("skipped_applied", t.skipped),
+        ):
+            events.add_metric([outcome], value)
+        yield events
+        yield CounterMetricFamily("herald_ingest_batches", "Batches applied", value=t.batches)
+        yield GaugeMetricFamily(
+            "herald_ingest_last_batch_seconds", "Time to apply the last batch", value=t.last_batch_s
+        )
+        offsets = GaugeMetricFamily(
+            "herald_ingest_applied_offset", "Last applied offset", labels=["partition"]
+        )
+        for tp, off in sorted(t.by_partition.items()):
+            offsets.add_metric([tp], off)
+        yield offsets
+
+
+def create_api(warehouse: Warehouse, totals: Callable[[], IngestTotals], worker: str) -> FastAPI:
+    api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
+    registry = CollectorRegistry()
+    registry.register(_IngestCollector(totals))  # type: ignore[arg-type]  # duck-typed collector
+
+    @api.get("/health")
+    def health() -> dict[str, Any]:
+        t = totals()
+        return {
+            "status": "ok",
+            "worker": worker,
+            "written": t.written,
+            "dead_letters": t.dead_letters,
+            "duplicates": t.duplicates,
+            "batches": t.batches,
+            "applied_offsets": t.by_partition,
+        }
+
+    @api.post("/sql", response_model=SqlResult)
+    def sql(request: SqlRequest) -> SqlResult:
+        problem = read_only_problem(request.query)
+        if problem:
+            raise HTTPException(status_code=422, detail=problem)
+        try:
+            columns, rows = warehouse.records(
+                request.query, settings={"max_result_rows": request.max_rows, "result_overflow_mode": "throw"}
+            )
+        except WarehouseError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        return SqlResult(columns=columns, rows=[[jsonable(v) for v in row] for row in rows])
+
+    @api.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> str:
+        return generate_latest(registry).decode()
+
+    return api
