@@ -179,6 +179,37 @@ def replay() -> None:
     )
 
 
+@app.command()
+def demo(
+    events: Annotated[int | None, typer.Option(help="Produce exactly this many valid events.")] = None,
+    invalid: Annotated[int, typer.Option(help="...and this many invalid ones (all bad kinds).")] = 0,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
+    minutes: Annotated[float, typer.Option(help="Without --events: minutes of mixed traffic.")] = 3.0,
+    rate: Annotated[float, typer.Option(help="Without --events: notifications per second.")] = 300.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Start local Kafka and a worker on the embedded warehouse, send traffic, report, stop."""
+    from herald import demo as demos
+
+    s = settings()
+    say = None if as_json else _say
+    if events is not None:
+        if events < 0 or invalid < 0:
+            fail(ValueError("--events and --invalid must not be negative"))
+        report = demos.run_counts_demo(s, events, invalid, seed, say)
+    else:
+        report = demos.run_traffic_demo(s, minutes * 60, rate, seed, say)
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        typer.echo(demos.render_report(report))
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(f"\r\033[K{line}")
+    sys.stderr.flush()
+
+
 def _progress(label: str):  # type: ignore[no-untyped-def]
     def show(done: int, total: int) -> None:
         pct = 100.0 * done / total if total else 100.0

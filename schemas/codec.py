@@ -27,8 +27,8 @@ AVRO_DIR = Path(__file__).parent / "avro"
 def schema_fingerprint(schema: Mapping[str, Any]) -> bytes:
     """CRC-64-AVRO of the schema's parsing canonical form, as the 8 little-endian bytes of the spec."""
     parsed = fastavro.parse_schema(dict(schema), _write_hint=False)
-    hex_fp = fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
-    return int(hex_fp, 16).to_bytes(8, "little")
+    # fastavro spells the Rabin fingerprint as the hex of its little-endian bytes already.
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
 
 
 def load_schema(path: Path) -> dict[str, Any]:

@@ -79,25 +79,29 @@ def ensure_topics(bootstrap: str, partitions: int, replication_factor: int, topi
     return created
 
 
-def describe_topics(bootstrap: str) -> dict[str, dict[str, int]]:
-    """Partition count and total messages (sum of high watermarks minus low) per Herald topic."""
+def topic_size(bootstrap: str, topic: str, timeout: float = 10.0) -> int:
+    """Messages currently held in a topic (high minus low watermark, summed over partitions)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    meta = admin.list_topics(timeout=15)
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "herald-describe", "enable.auto.commit": False}
+        {"bootstrap.servers": bootstrap, "group.id": "herald-size", "enable.auto.commit": False}
     )
-    out: dict[str, dict[str, int]] = {}
     try:
-        for name, topic in sorted(meta.topics.items()):
-            if "herald." not in name or "herald-" in name:
-                continue
-            total = 0
-            for p in topic.partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
-                total += high - low
-            out[name] = {"partitions": len(topic.partitions), "messages": total}
+        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        total = 0
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            total += high - low
+        return total
     finally:
         consumer.close()
-    return out
+
+
+def describe_topics(bootstrap: str) -> dict[str, dict[str, int]]:
+    """Partition count and messages held per Herald topic."""
+    meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15)
+    return {
+        name: {"partitions": len(topic.partitions), "messages": topic_size(bootstrap, name)}
+        for name, topic in sorted(meta.topics.items())
+        if "herald." in name and "herald-" not in name
+    }

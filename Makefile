@@ -1,0 +1,49 @@
+# Two entry points for people: `make demo` and `make test`. Both run `make setup` first, which is
+# idempotent: a virtualenv in .venv with the project installed, the Kafka broker jars from Maven
+# Central, and (for the browser tests) Debian's Chromium.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+KAFKA_LIBS := infra/kafka/target/libs/.complete
+
+.PHONY: setup demo test test-unit test-integration bench lint browser clean
+
+setup: $(STAMP) $(KAFKA_LIBS)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + ")")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+$(KAFKA_LIBS): infra/kafka/pom.xml
+	bash infra/kafka/broker.sh fetch
+
+browser:
+	@bash infra/browser.sh
+
+demo: setup
+	$(PY) cli.py demo
+
+test: setup browser
+	$(PY) -m pytest
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+test-integration: setup
+	$(PY) -m pytest tests/integration
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf .herald infra/kafka/target

@@ -1,0 +1,60 @@
+"""Pure domain modules import no I/O: no Kafka, ClickHouse, fastavro, HTTP, environment or clock."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PURE = ["streams/dedup.py", "streams/ingest.py", "schemas/contract.py", "projections/rows.py", "web/sql.py"]
+PURE_PACKAGES = ["experiments", "analytics"]
+FORBIDDEN = {
+    "confluent_kafka",
+    "aiokafka",
+    "faust",
+    "clickhouse_connect",
+    "chdb",
+    "fastavro",
+    "httpx",
+    "requests",
+    "fastapi",
+    "uvicorn",
+    "os",
+    "time",
+    "socket",
+    "subprocess",
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def pure_files() -> list[Path]:
+    files = [ROOT / p for p in PURE]
+    for package in PURE_PACKAGES:
+        files += [p for p in (ROOT / package).glob("*.py") if p.name not in ("cli.py", "__init__.py")]
+    return files
+
+
+def test_pure_modules_import_no_io_libraries() -> None:
+    """Decision code takes values and returns values; I/O lives in the shells around it."""
+    offenders = {str(p.relative_to(ROOT)): sorted(imported_modules(p) & FORBIDDEN) for p in pure_files()}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_only_the_codec_imports_fastavro() -> None:
+    """fastavro stays behind schemas/ (the codec and its compatibility check)."""
+    users = [
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*.py")
+        if ".venv" not in p.parts and "tests" not in p.parts and "fastavro" in imported_modules(p)
+    ]
+    assert sorted(users) == ["schemas/codec.py", "schemas/compatibility.py"]
