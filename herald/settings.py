@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     dedup_horizon_s: int = Field(86_400, ge=60, description="How long an event id is remembered for dedup.")
     dedup_max_ids: int = Field(2_000_000, ge=1_000, description="Memory bound of the dedup set per worker.")
     max_event_bytes: int = Field(65_536, ge=512, description="Events larger than this are dead-lettered.")
+    session_timeout_s: float = Field(
+        10.0, ge=6, le=300, description="Consumer group session: how soon a dead worker's partitions move."
+    )
     api_host: str = "127.0.0.1"
     api_port: int = Field(8740, ge=0, le=65535, description="Port of the worker's web/API server; 0 = any.")
     worker_name: str = Field("worker-1", pattern=r"^[A-Za-z0-9_\-]{1,64}$")

@@ -34,6 +34,8 @@ def create_app(settings: Settings, bootstrap: str, pipeline: IngestPipeline) -> 
         web_enabled=False,  # the FastAPI server runs beside Faust (web/)
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 5),
         broker_max_poll_records=5000,
         consumer_max_fetch_size=8 * 1024 * 1024,
         stream_buffer_maxsize=20_000,
