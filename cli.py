@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from experiments.cli import app as experiments_app
 from herald.errors import HeraldError
 from herald.logging import configure_logging
 from herald.settings import Settings, load_settings
@@ -22,6 +23,7 @@ kafka_app = typer.Typer(no_args_is_help=True, help="The local single-node Kafka 
 schemas_app = typer.Typer(no_args_is_help=True, help="The Avro event contract.")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(experiments_app, name="experiments", help="Experiment statistics (offline analysis).")
 
 
 def settings() -> Settings:
