@@ -182,6 +182,52 @@ def replay() -> None:
 
 
 @app.command()
+def simulate(
+    rate: Annotated[float, typer.Option(help="Notifications per second (0 = as fast as possible).")] = 200.0,
+    duration: Annotated[float, typer.Option(help="Seconds of traffic.")] = 60.0,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed and start give the same events.")] = 1,
+    scenario: Annotated[
+        str, typer.Option(help="normal | provider_outage | delivery_drop | latency_spike | bad_input | mixed")
+    ] = "normal",
+    invalid_every: Annotated[
+        int, typer.Option(help="One bad message after every N valid events (0 = none).")
+    ] = 0,
+) -> None:
+    """Send realistic multi-tenant lifecycle traffic to the lifecycle topic at a fixed arrival rate."""
+    from datetime import UTC, datetime
+
+    from herald.local import bootstrap_servers
+    from simulator.run import simulate as run_simulation
+    from streams.emitter import Emitter
+
+    s = settings()
+    bootstrap, _ = bootstrap_servers(s)
+    emitter = Emitter(bootstrap, s.topics.lifecycle, max_event_bytes=10 * s.max_event_bytes)
+    summary = run_simulation(
+        emitter,
+        start=datetime.now(UTC),
+        rate_per_s=rate,
+        duration_s=duration,
+        seed=seed,
+        scenario=scenario,
+        invalid_every=invalid_every,
+        max_bytes=s.max_event_bytes,
+        progress=lambda p: _say(
+            f"{p.elapsed_s:6.1f}s  {p.events} events  {p.invalid} invalid  behind schedule {p.behind_s:.1f}s"
+        ),
+    )
+    typer.echo(
+        f"\nemitted {summary.events} events ({summary.notifications} notifications) and "
+        f"{summary.invalid} invalid messages in {summary.elapsed_s:.1f}s"
+    )
+    for window in summary.windows:
+        typer.echo(
+            f"  anomaly {window.kind}: {window.start_s:.0f}s-{window.end_s:.0f}s "
+            f"{window.tenant_id or '*'} {window.channel or '*'} {window.provider or '*'}"
+        )
+
+
+@app.command()
 def demo(
     events: Annotated[int | None, typer.Option(help="Produce exactly this many valid events.")] = None,
     invalid: Annotated[int, typer.Option(help="...and this many invalid ones (all bad kinds).")] = 0,
