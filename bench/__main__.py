@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import pipeline
+from herald.logging import configure_logging
 from infra.local_kafka import LocalKafka, free_port
 
 RESULTS = Path(__file__).parent / "results"
@@ -20,6 +21,7 @@ def say(line: str) -> None:
 
 
 def main() -> None:
+    configure_logging("console", "warning")
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
     with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
         broker = LocalKafka(Path(tmp) / "kafka", free_port())

@@ -125,9 +125,7 @@ def worker_env(settings: Settings, bootstrap: str) -> dict[str, str]:
 
 def wait_lag_zero(settings: Settings, bootstrap: str, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
-    while (
-        sum(consumer_lag(bootstrap, settings.topics.consumer_group, settings.topics.lifecycle).values()) > 0
-    ):
+    while sum(consumer_lag(bootstrap, settings.topics.sink_group, settings.topics.lifecycle).values()) > 0:
         if time.monotonic() > deadline:
             raise RuntimeError("worker did not catch up")
         time.sleep(0.2)
@@ -160,6 +158,7 @@ def latency_at_rate(
         if err is None:
             sent_at[(msg.partition(), msg.offset())] = msg.timestamp()[1] / 1000.0
 
+    since_ms = int(time.time() * 1000)
     t0 = time.perf_counter()
     for i, (key, value) in enumerate(payloads):
         due = t0 + i / rate
@@ -172,7 +171,7 @@ def latency_at_rate(
     _, rows = query_endpoint(
         worker.api,
         "SELECT _partition, _offset, toUnixTimestamp64Milli(ingested_at) FROM events "
-        f"WHERE ingested_at >= now64(3) - INTERVAL {int(seconds + 120)} SECOND",
+        f"WHERE ingested_at >= fromUnixTimestamp64Milli({since_ms})",
     )
     delays = sorted(ms / 1000.0 - sent_at[(p, o)] for p, o, ms in rows if (p, o) in sent_at)
     say(f"  {len(delays)} of {len(payloads)} events matched for latency")

@@ -37,7 +37,7 @@ class Stack:
         while True:
             lag = sum(
                 consumer_lag(
-                    self.bootstrap, self.settings.topics.consumer_group, self.settings.topics.lifecycle
+                    self.bootstrap, self.settings.topics.sink_group, self.settings.topics.lifecycle
                 ).values()
             )
             if progress:

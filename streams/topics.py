@@ -39,7 +39,13 @@ class Topics:
 
     @property
     def consumer_group(self) -> str:
+        """The Faust app's group (stateful agents)."""
         return self._name("herald")
+
+    @property
+    def sink_group(self) -> str:
+        """The warehouse sink's group: its committed offsets are what the warehouse has applied."""
+        return self._name("herald-warehouse")
 
     def specs(self) -> tuple[TopicSpec, ...]:
         return (

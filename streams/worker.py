@@ -1,10 +1,11 @@
-"""Starts one Herald worker: warehouse (migrated), topics, the ingest pipeline, the Faust app and
-the API server; writes a run file so `cli.py sql` and the demo can find the API."""
+"""Starts one Herald worker: warehouse (migrated), topics, the warehouse sink, the Faust app and the
+API server; writes a run file so `cli.py sql`, the demo and other workers can find it."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from projections.writer import IngestWriter
 from schemas.codec import lifecycle_codec
 from streams.app import create_app
 from streams.pipeline import DeadLetterSink, IngestPipeline
+from streams.sink import WarehouseSink
 from streams.topics import ensure_topics
 from web.app import create_api
 from web.server import ApiServer
@@ -29,17 +31,22 @@ def run_file(settings: Settings) -> Path:
     return settings.run_dir / f"{settings.worker_name}.json"
 
 
-def live_endpoints(settings: Settings) -> list[str]:
-    """API URLs of workers that run on this data dir (their run file exists and their pid is alive)."""
-    urls = []
+def live_workers(settings: Settings) -> list[dict[str, str]]:
+    """Run files of workers on this data dir whose process is alive."""
+    found = []
     for path in sorted(settings.run_dir.glob("*.json")) if settings.run_dir.exists() else []:
         try:
             info = json.loads(path.read_text())
             os.kill(int(info["pid"]), 0)
         except (OSError, ValueError, KeyError):
             continue
-        urls.append(str(info["api"]))
-    return urls
+        found.append(info)
+    return found
+
+
+def live_endpoints(settings: Settings) -> list[str]:
+    """API URLs of the live workers on this data dir."""
+    return [str(info["api"]) for info in live_workers(settings)]
 
 
 def run_worker(settings: Settings, bootstrap: str) -> None:
@@ -52,13 +59,21 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         lifecycle_codec(),
         DeadLetterSink(bootstrap, settings.topics.dead_letter),
     )
-    app = create_app(settings, bootstrap, pipeline)
+    crashed: list[BaseException] = []
+
+    def on_crash(exc: BaseException) -> None:
+        crashed.append(exc)
+        os.kill(os.getpid(), signal.SIGTERM)  # Faust's handler stops the worker cleanly
+
+    sink = WarehouseSink(settings, bootstrap, pipeline, on_crash)
+    app = create_app(settings, bootstrap)
     server = ApiServer(
         create_api(warehouse, lambda: pipeline.totals, settings.worker_name),
         settings.api_host,
         settings.api_port,
     )
     port = server.start()
+    sink.start()
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     info = {
         "pid": os.getpid(),
@@ -79,9 +94,14 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             override_logging=False,
         )
         worker.execute_from_commandline()
+    except SystemExit:
+        pass
     finally:
+        sink.stop()
         run_file(settings).unlink(missing_ok=True)
         server.stop()
         pipeline.dead_letters.close()
         warehouse.close()
-        log.info("worker.stopped", worker=settings.worker_name)
+        log.info("worker.stopped", worker=settings.worker_name, crashed=bool(crashed))
+    if crashed:
+        raise SystemExit(3)

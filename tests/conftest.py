@@ -74,7 +74,7 @@ class Herald:
     def lag(self) -> int:
         return sum(
             consumer_lag(
-                self.bootstrap, self.settings.topics.consumer_group, self.settings.topics.lifecycle
+                self.bootstrap, self.settings.topics.sink_group, self.settings.topics.lifecycle
             ).values()
         )
 

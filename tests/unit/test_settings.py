@@ -24,6 +24,7 @@ def test_namespace_prefixes_topics_and_consumer_group(monkeypatch: pytest.Monkey
     s = load_settings()
     assert s.topics.lifecycle == "staging.herald.lifecycle.events.v1"
     assert s.topics.consumer_group == "staging.herald"
+    assert s.topics.sink_group == "staging.herald-warehouse"
 
 
 def test_bad_value_names_the_variable_and_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
