@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     )
     api_host: str = "127.0.0.1"
     api_port: int = Field(8740, ge=0, le=65535, description="Port of the worker's web/API server; 0 = any.")
+    warehouse_share_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Loopback port where the embedded warehouse's owner serves other workers.",
+    )
     worker_name: str = Field("worker-1", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

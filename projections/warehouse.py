@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,22 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from herald.errors import WarehouseError
 from herald.settings import mask_dsn
 
+_PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
+
+
+class _AsSent:
+    """A bind value already in ClickHouse's text form (an HTTP ``param_<name>``): clickhouse-connect
+    sends values of types it does not know as ``str(value)``, so this one reaches the engine byte for byte
+    instead of being escaped a second time as a Python string would be."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
 
 class Warehouse:
     def __init__(self, dsn: str) -> None:
@@ -31,7 +48,9 @@ class Warehouse:
             self._lock_embedded()
         try:
             # Server connections: no session (requests may run concurrently) and no compression on loopback.
-            extra = {} if self.embedded else {"compress": False, "autogenerate_session_id": False}
+            extra: dict[str, Any] = (
+                {} if self.embedded else {"compress": False, "autogenerate_session_id": False}
+            )
             self._client = clickhouse_connect.get_client(dsn=dsn, **extra)
         except (ClickHouseError, OSError) as exc:
             self._release_lock()
@@ -117,6 +136,63 @@ class Warehouse:
                 self._client.insert(table, rows, column_names=list(columns), settings=settings)
             except ClickHouseError as exc:
                 raise WarehouseError(f"insert into {table} failed: {exc}") from exc
+
+    def raw_query(
+        self,
+        sql: str,
+        fmt: str | None = None,
+        parameters: dict[str, str] | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> bytes:
+        """Run one statement and return the engine's output bytes, for the HTTP shim (web/clickhouse_http.py).
+
+        ``fmt`` is appended as ``FORMAT fmt`` (None: the statement's own FORMAT clause, else TabSeparated).
+        ``parameters`` fill ``{name:Type}`` placeholders and are already in ClickHouse's text form, exactly
+        as an HTTP client sends them in ``param_<name>`` (``[1,2]``, ``\\N``, escaped strings).
+        Settings the engine handle already has (clickhouse-connect repeats its session defaults on every
+        request) are skipped: each remaining one costs a SET and a restore around the statement.
+        On failure the WarehouseError's ``__cause__`` is the ClickHouseError, whose ``code`` and message
+        are the engine's.
+        """
+        # only placeholders' values: with no placeholder in the SQL, clickhouse-connect binds client-side
+        used = set(_PLACEHOLDER.findall(sql))
+        bound = {k: _AsSent(v) for k, v in (parameters or {}).items() if k in used}
+        with self._mutex:
+            changed = self._changed(settings)
+            if self.embedded and changed and "readonly" in changed:
+                # chDB applies per-call settings with SET and restores them after; once readonly is set,
+                # the restore is refused and the engine handle would stay read-only for good.
+                raise WarehouseError(
+                    "the setting readonly cannot be applied to one query of the embedded engine"
+                )
+            try:
+                return self._client.raw_query(sql, parameters=bound or None, settings=changed, fmt=fmt)
+            except ClickHouseError as exc:
+                raise WarehouseError(f"warehouse query failed: {exc}") from exc
+
+    def raw_insert(
+        self,
+        table: str,
+        columns: Sequence[str] | None,
+        data: bytes,
+        fmt: str,
+        settings: dict[str, str] | None = None,
+    ) -> int:
+        """Insert ``data`` already encoded in ``fmt`` (e.g. Native) into ``table`` (SQL text, used as is);
+        return the rows written. ``insert_deduplication_token`` in ``settings`` makes a retry a no-op,
+        as in ``insert``. Errors as in ``raw_query``."""
+        with self._mutex:
+            try:
+                summary = self._client.raw_insert(
+                    table, columns, data, settings=self._changed(settings), fmt=fmt
+                )
+            except ClickHouseError as exc:
+                raise WarehouseError(f"insert into {table} failed: {exc}") from exc
+            return summary.written_rows
+
+    def _changed(self, settings: dict[str, str] | None) -> dict[str, str] | None:
+        changed = {k: v for k, v in (settings or {}).items() if self._client.get_client_setting(k) != str(v)}
+        return changed or None
 
     def close(self) -> None:
         with self._mutex:

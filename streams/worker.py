@@ -12,6 +12,7 @@ from pathlib import Path
 import faust
 import structlog
 
+from herald.errors import WarehouseError
 from herald.settings import Settings, mask_dsn
 from projections.migrate import migrate
 from projections.warehouse import Warehouse
@@ -22,6 +23,7 @@ from streams.pipeline import DeadLetterSink, IngestPipeline
 from streams.sink import WarehouseSink
 from streams.topics import ensure_topics
 from web.app import create_api
+from web.clickhouse_http import create_clickhouse_http_app
 from web.server import ApiServer
 
 log = structlog.get_logger("herald.worker")
@@ -49,9 +51,24 @@ def live_endpoints(settings: Settings) -> list[str]:
     return [str(info["api"]) for info in live_workers(settings)]
 
 
+def open_warehouse(settings: Settings) -> Warehouse:
+    """The configured warehouse; when the embedded one is owned by another live worker on this data dir,
+    that worker's ClickHouse HTTP endpoint instead, so several workers can share one machine's chDB."""
+    try:
+        return Warehouse(settings.warehouse)
+    except WarehouseError:
+        if not settings.embedded_warehouse:
+            raise
+        shared = [info["warehouse_http"] for info in live_workers(settings) if info.get("warehouse_http")]
+        if not shared:
+            raise
+        log.info("worker.shared_warehouse", warehouse=shared[0])
+        return Warehouse(shared[0])
+
+
 def run_worker(settings: Settings, bootstrap: str) -> None:
     ensure_topics(bootstrap, settings.partitions, settings.replication_factor, settings.topics)
-    warehouse = Warehouse(settings.warehouse)
+    warehouse = open_warehouse(settings)
     applied = migrate(warehouse)
     pipeline = IngestPipeline(
         settings,
@@ -73,16 +90,20 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         settings.api_port,
     )
     port = server.start()
-    sink.start()
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
     info = {
         "pid": os.getpid(),
         "api": f"http://{settings.api_host}:{port}",
         "worker": settings.worker_name,
-        "warehouse": mask_dsn(settings.warehouse),
+        "warehouse": mask_dsn(warehouse.dsn),
         "bootstrap": bootstrap,
         "started_at": datetime.now(UTC).isoformat(),
     }
+    share = None
+    if warehouse.embedded:  # let other workers on this machine use the engine this process owns
+        share = ApiServer(create_clickhouse_http_app(warehouse), "127.0.0.1", settings.warehouse_share_port)
+        info["warehouse_http"] = f"http://127.0.0.1:{share.start()}"
+    sink.start()
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
     run_file(settings).write_text(json.dumps(info))
     log.info("worker.started", migrations_applied=applied, **info)
     try:
@@ -100,6 +121,8 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         sink.stop()
         run_file(settings).unlink(missing_ok=True)
         server.stop()
+        if share is not None:
+            share.stop()
         pipeline.dead_letters.close()
         warehouse.close()
         log.info("worker.stopped", worker=settings.worker_name, crashed=bool(crashed))

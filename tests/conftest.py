@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,19 +113,31 @@ class Herald:
 
 
 @pytest.fixture
-def herald(tmp_path: Path, kafka_bootstrap: str) -> Iterator[Herald]:
-    settings = load_settings(
-        data_dir=tmp_path / "data",
-        kafka_bootstrap=kafka_bootstrap,
-        namespace=f"t{uuid.uuid4().hex[:10]}",
-        api_port=0,
-        partitions=4,
-        batch_within_s=0.1,
-        batch_max_events=2000,
-    )
-    ensure_topics(kafka_bootstrap, settings.partitions, 1, settings.topics)
-    h = Herald(settings, kafka_bootstrap)
+def herald_factory(tmp_path: Path, kafka_bootstrap: str) -> Iterator[Callable[[], Herald]]:
+    """Makes isolated Herald installations (own namespace and data dir) on the shared broker."""
+    made: list[Herald] = []
+
+    def make() -> Herald:
+        settings = load_settings(
+            data_dir=tmp_path / f"data{len(made)}",
+            kafka_bootstrap=kafka_bootstrap,
+            namespace=f"t{uuid.uuid4().hex[:10]}",
+            api_port=0,
+            partitions=4,
+            batch_within_s=0.1,
+            batch_max_events=2000,
+        )
+        ensure_topics(kafka_bootstrap, settings.partitions, 1, settings.topics)
+        made.append(Herald(settings, kafka_bootstrap))
+        return made[-1]
+
     try:
-        yield h
+        yield make
     finally:
-        h.stop_all()
+        for h in made:
+            h.stop_all()
+
+
+@pytest.fixture
+def herald(herald_factory: Callable[[], Herald]) -> Herald:
+    return herald_factory()

@@ -28,7 +28,8 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0)
 
 SNAPSHOT_QUERIES = {
     "events": "SELECT count(), uniqExact(event_id), "
-    "sum(cityHash64(event_id, event_type, tenant_id, _offset)) FROM events",
+    "sum(cityHash64(event_id, event_type, tenant_id, latency_ms)) FROM events",
+    "positions": "SELECT sum(cityHash64(event_id, _partition, _offset)) FROM events",
     "by_type": "SELECT event_type, count() FROM events GROUP BY event_type ORDER BY event_type",
     "rollup": "SELECT tenant_id, channel, provider, sum(requested), sum(sent), sum(delivered), sum(failed), "
     "sum(bounced), sum(opened), sum(clicked), sum(delivery_latency_ms_sum), sum(cost_micros) "
