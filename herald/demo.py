@@ -119,10 +119,10 @@ def run_counts_demo(
 
 TENANT_SUMMARY = """
 SELECT tenant_id, channel,
-       sum(requested) AS requested, sum(sent) AS sent, sum(delivered) AS delivered,
-       round(sum(delivered) / nullIf(sum(sent), 0), 4) AS delivery_rate,
-       round(sum(opened) / nullIf(sum(delivered), 0), 4) AS open_rate,
-       round(sum(clicked) / nullIf(sum(delivered), 0), 4) AS click_rate,
+       sum(requested) AS n_requested, sum(dispatched) AS n_dispatched, sum(delivered) AS n_delivered,
+       round(n_delivered / nullIf(n_dispatched, 0), 4) AS delivery_rate,
+       round(sum(opened) / nullIf(n_delivered, 0), 4) AS open_rate,
+       round(sum(clicked) / nullIf(n_delivered, 0), 4) AS click_rate,
        round(sum(delivery_latency_ms_sum) / nullIf(sum(delivery_latency_count), 0)) AS avg_delivery_ms
 FROM delivery_minute GROUP BY tenant_id, channel ORDER BY tenant_id, channel
 """
@@ -199,7 +199,7 @@ def render_report(report: dict[str, Any]) -> str:
         lines.append("  injected anomalies:")
         for w in report["anomaly_windows"]:
             lines.append(
-                f"    {w['kind']:<16} {w['start_s']:>6.0f}s-{w['end_s']:<6.0f}s "
+                f"    {w['kind']:<16} {w['start_s']:>5.0f}s to {w['end_s']:<5.0f}s "
                 f"{w['tenant'] or '*'} {w['channel'] or '*'} {w['provider'] or '*'}"
             )
     if report.get("tenants"):
