@@ -55,6 +55,7 @@ class WarehouseSink:
         self.pipeline = pipeline
         self._on_crash = on_crash
         self._stop = threading.Event()
+        self.lag: dict[int, int] = {}
         self._consumer = Consumer(sink_consumer_config(settings, bootstrap))
         self._thread = threading.Thread(target=self._run, name="warehouse-sink", daemon=True)
 
@@ -76,6 +77,8 @@ class WarehouseSink:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.pipeline.forget((p.topic, p.partition) for p in partitions)
+        for p in partitions:
+            self.lag.pop(p.partition, None)
         log.info("sink.partitions_revoked", partitions=sorted(p.partition for p in partitions))
 
     def _run(self) -> None:
@@ -105,17 +108,23 @@ class WarehouseSink:
                 if not messages:
                     continue
                 self.pipeline.apply(messages)
-                self._commit(messages)
+                applied = _last_offsets(messages)
+                self._commit(applied)
+                self._measure_lag(applied)
         except BaseException as exc:  # a crash here is a bug: stop the worker rather than stall silently
             log.exception("sink.crashed")
             self._on_crash(exc)
         finally:
             self._consumer.close()  # leaves the group at once: partitions move without a session timeout
 
-    def _commit(self, messages: list[SourceMessage]) -> None:
-        last: dict[tuple[str, int], int] = {}
-        for m in messages:
-            last[(m.topic, m.partition)] = m.offset
+    def _measure_lag(self, applied: dict[tuple[str, int], int]) -> None:
+        """Messages behind the high watermark per partition just applied (cached by librdkafka)."""
+        for (topic, partition), offset in applied.items():
+            _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            if high >= 0:
+                self.lag[partition] = max(0, high - offset - 1)
+
+    def _commit(self, last: dict[tuple[str, int], int]) -> None:
         try:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False
@@ -123,3 +132,10 @@ class WarehouseSink:
         except KafkaException as exc:
             # Not fatal: the batch is durable, and re-reading it after a rebalance is skipped by position.
             log.warning("sink.commit_failed", error=str(exc))
+
+
+def _last_offsets(messages: list[SourceMessage]) -> dict[tuple[str, int], int]:
+    last: dict[tuple[str, int], int] = {}
+    for m in messages:
+        last[(m.topic, m.partition)] = m.offset
+    return last

@@ -46,8 +46,9 @@ def jsonable(value: Any) -> Any:
 
 
 class _IngestCollector:
-    def __init__(self, totals: Callable[[], IngestTotals]) -> None:
+    def __init__(self, totals: Callable[[], IngestTotals], lag: Callable[[], dict[int, int]]) -> None:
         self._totals = totals
+        self._lag = lag
 
     def collect(self) -> Any:
         t = self._totals()
@@ -72,18 +73,30 @@ class _IngestCollector:
         for tp, off in sorted(t.by_partition.items()):
             offsets.add_metric([tp], off)
         yield offsets
+        lag = GaugeMetricFamily(
+            "herald_ingest_lag_messages", "Messages behind the log end", labels=["partition"]
+        )
+        for partition, behind in sorted(self._lag().items()):
+            lag.add_metric([str(partition)], behind)
+        yield lag
 
 
-def create_api(warehouse: Warehouse, totals: Callable[[], IngestTotals], worker: str) -> FastAPI:
+def create_api(
+    warehouse: Warehouse,
+    totals: Callable[[], IngestTotals],
+    worker: str,
+    lag: Callable[[], dict[int, int]] = dict,
+) -> FastAPI:
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
     registry = CollectorRegistry()
-    registry.register(_IngestCollector(totals))  # type: ignore[arg-type]  # duck-typed collector
+    registry.register(_IngestCollector(totals, lag))  # type: ignore[arg-type]  # duck-typed collector
 
     @api.get("/health")
     def health() -> dict[str, Any]:
         t = totals()
         return {
             "status": "ok",
+            "lag": lag(),
             "worker": worker,
             "written": t.written,
             "dead_letters": t.dead_letters,
