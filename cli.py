@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from analytics.cli import app as anomaly_app
 from experiments.cli import app as experiments_app
 from herald.errors import HeraldError
 from herald.logging import configure_logging
@@ -24,6 +25,7 @@ schemas_app = typer.Typer(no_args_is_help=True, help="The Avro event contract.")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(experiments_app, name="experiments", help="Experiment statistics (offline analysis).")
+app.add_typer(anomaly_app, name="anomaly", help="Online anomaly scoring of metric series.")
 
 
 def settings() -> Settings:

@@ -212,6 +212,12 @@ def test_cli_names_the_line_of_a_bad_row(tmp_path: Path) -> None:
     assert not target.exists()
 
 
+def test_read_series_takes_an_optional_count_column_in_any_order() -> None:
+    """Columns are found by header name; an empty count cell means no denominator."""
+    rows = read_series(["count,value,timestamp", "40,0.95,60", ",0.5,1970-01-01T00:02:00"])
+    assert [(r.timestamp, r.value, r.count) for r in rows] == [(60.0, 0.95, 40.0), (120.0, 0.5, None)]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
