@@ -15,8 +15,9 @@ from projections.migrate import discover
 from projections.warehouse import Warehouse
 from projections.writer import IngestWriter
 from schemas.codec import lifecycle_codec
-from streams.ingest import DeadLetter, SourceMessage
+from streams.ingest import DeadLetter
 from streams.pipeline import IngestPipeline, IngestTotals
+from streams.sink import source_message
 
 log = structlog.get_logger("herald.replay")
 
@@ -92,17 +93,7 @@ def replay(
                 if m.offset() >= ends[m.partition()]:
                     remaining.discard(m.partition())
                     continue
-                messages.append(
-                    SourceMessage(
-                        m.topic(),
-                        m.partition(),
-                        m.offset(),
-                        m.key(),
-                        m.value() or b"",
-                        (m.timestamp()[1] or 0),
-                        tuple(m.headers() or ()),
-                    )
-                )
+                messages.append(source_message(m))
                 if m.offset() == ends[m.partition()] - 1:
                     remaining.discard(m.partition())
             if messages:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from herald.settings import Settings
 from streams.ingest import SourceMessage
@@ -94,17 +94,7 @@ class WarehouseSink:
                         if err.code() != KafkaError._PARTITION_EOF:
                             log.warning("sink.consume_error", error=str(err))
                         continue
-                    messages.append(
-                        SourceMessage(
-                            m.topic(),
-                            m.partition(),
-                            m.offset(),
-                            m.key(),
-                            m.value() or b"",
-                            m.timestamp()[1],
-                            tuple(m.headers() or ()),
-                        )
-                    )
+                    messages.append(source_message(m))
                 if not messages:
                     continue
                 self.pipeline.apply(messages)
@@ -139,3 +129,16 @@ def _last_offsets(messages: list[SourceMessage]) -> dict[tuple[str, int], int]:
     for m in messages:
         last[(m.topic, m.partition)] = m.offset
     return last
+
+
+def source_message(m: Message) -> SourceMessage:
+    """A confluent-kafka message as the pure ingest code sees it."""
+    return SourceMessage(
+        m.topic(),
+        m.partition(),
+        m.offset(),
+        m.key(),
+        m.value() or b"",
+        m.timestamp()[1],
+        tuple(m.headers() or ()),
+    )
