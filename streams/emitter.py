@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -75,7 +75,11 @@ class Emitter:
         while True:
             try:
                 self._producer.produce(
-                    self.topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
+                    self.topic,
+                    value=value,
+                    key=key,
+                    headers=cast(Any, headers),
+                    on_delivery=self._on_delivery,
                 )
                 break
             except BufferError:

@@ -90,12 +90,13 @@ def replay(
             for m in batch:
                 if m.error():
                     continue
-                if m.offset() >= ends[m.partition()]:
-                    remaining.discard(m.partition())
+                msg = source_message(m)
+                if msg.offset >= ends[msg.partition]:
+                    remaining.discard(msg.partition)
                     continue
-                messages.append(source_message(m))
-                if m.offset() == ends[m.partition()] - 1:
-                    remaining.discard(m.partition())
+                messages.append(msg)
+                if msg.offset == ends[msg.partition] - 1:
+                    remaining.discard(msg.partition)
             if messages:
                 pipeline.apply(messages)
                 seen += len(messages)

@@ -132,13 +132,17 @@ def _last_offsets(messages: list[SourceMessage]) -> dict[tuple[str, int], int]:
 
 
 def source_message(m: Message) -> SourceMessage:
-    """A confluent-kafka message as the pure ingest code sees it."""
+    """A confluent-kafka message (one without error) as the pure ingest code sees it."""
+    topic, partition, offset = m.topic(), m.partition(), m.offset()
+    assert topic is not None and partition is not None and offset is not None  # set on every fetched message
+    headers = m.headers() or ()
+    pairs = headers.items() if isinstance(headers, dict) else headers
     return SourceMessage(
-        m.topic(),
-        m.partition(),
-        m.offset(),
+        topic,
+        partition,
+        offset,
         m.key(),
         m.value() or b"",
         m.timestamp()[1],
-        tuple(m.headers() or ()),
+        tuple((k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs),
     )

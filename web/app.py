@@ -89,7 +89,7 @@ def create_api(
 ) -> FastAPI:
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
     registry = CollectorRegistry()
-    registry.register(_IngestCollector(totals, lag))  # type: ignore[arg-type]  # duck-typed collector
+    registry.register(_IngestCollector(totals, lag))
 
     @api.get("/health")
     def health() -> dict[str, Any]:
