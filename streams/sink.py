@@ -56,6 +56,7 @@ class WarehouseSink:
         self._on_crash = on_crash
         self._stop = threading.Event()
         self.lag: dict[int, int] = {}
+        self.assigned: set[int] = set()
         self._consumer = Consumer(sink_consumer_config(settings, bootstrap))
         self._thread = threading.Thread(target=self._run, name="warehouse-sink", daemon=True)
 
@@ -73,12 +74,14 @@ class WarehouseSink:
         self._thread.join(timeout)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned.update(p.partition for p in partitions)
         log.info("sink.partitions_assigned", partitions=sorted(p.partition for p in partitions))
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.pipeline.forget((p.topic, p.partition) for p in partitions)
         for p in partitions:
             self.lag.pop(p.partition, None)
+            self.assigned.discard(p.partition)
         log.info("sink.partitions_revoked", partitions=sorted(p.partition for p in partitions))
 
     def _run(self) -> None:

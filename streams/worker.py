@@ -85,7 +85,13 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     sink = WarehouseSink(settings, bootstrap, pipeline, on_crash)
     app = create_app(settings, bootstrap)
     server = ApiServer(
-        create_api(warehouse, lambda: pipeline.totals, settings.worker_name, lambda: dict(sink.lag)),
+        create_api(
+            warehouse,
+            lambda: pipeline.totals,
+            settings.worker_name,
+            lambda: dict(sink.lag),
+            lambda: sorted(sink.assigned),
+        ),
         settings.api_host,
         settings.api_port,
     )

@@ -86,6 +86,7 @@ def create_api(
     totals: Callable[[], IngestTotals],
     worker: str,
     lag: Callable[[], dict[int, int]] = dict,
+    assigned: Callable[[], list[int]] = list,
 ) -> FastAPI:
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
     registry = CollectorRegistry()
@@ -96,6 +97,7 @@ def create_api(
         t = totals()
         return {
             "status": "ok",
+            "partitions": assigned(),
             "lag": lag(),
             "worker": worker,
             "written": t.written,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +60,11 @@ def test_two_workers_in_one_group_give_the_same_result_as_one(herald_factory: Ca
     first = two.start_worker("worker-1")
     second = two.start_worker("worker-2")
     assert "warehouse_http" not in second.run_file.read_text()  # the second one shares the first's engine
+    deadline = time.monotonic() + 60
+    while not (first.health()["partitions"] and second.health()["partitions"]):  # rebalance done
+        assert time.monotonic() < deadline, (first.health(), second.health())
+        time.sleep(0.2)
+    assert sorted(first.health()["partitions"] + second.health()["partitions"]) == [0, 1, 2, 3]
     send_traffic(two, start)
     two.wait_caught_up()
 
