@@ -85,6 +85,7 @@ def run_counts_demo(
     from simulator.run import emit_exact
 
     stack = start_stack(settings)
+    emitter: Emitter | None = None
     try:
         before_rows = int(stack.sql_scalar("SELECT count() FROM events"))
         before_dlq = topic_size(stack.bootstrap, settings.topics.dead_letter)
@@ -114,6 +115,8 @@ def run_counts_demo(
             "data_dir": str(settings.data_dir.resolve()),
         }
     finally:
+        if emitter is not None:
+            emitter.close()
         stack.stop()
 
 
@@ -135,6 +138,7 @@ def run_traffic_demo(
     from simulator.run import simulate
 
     stack = start_stack(settings)
+    emitter: Emitter | None = None
     try:
         emitter = Emitter(
             stack.bootstrap, settings.topics.lifecycle, max_event_bytes=10 * settings.max_event_bytes
@@ -187,6 +191,8 @@ def run_traffic_demo(
             "data_dir": str(settings.data_dir.resolve()),
         }
     finally:
+        if emitter is not None:
+            emitter.close()
         stack.stop()
 
 

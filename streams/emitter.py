@@ -94,6 +94,11 @@ class Emitter:
         else:
             self._errors.append(str(err))
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Deliver what is queued and release the producer's connections."""
+        self._producer.flush(timeout)
+        self._producer.close()
+
     def flush(self, timeout: float = 60.0) -> int:
         """Wait for every produced event to be acknowledged; raise EmitError if any was not."""
         remaining = self._producer.flush(timeout)
