@@ -21,9 +21,12 @@ from streams.sink import source_message
 
 log = structlog.get_logger("herald.replay")
 
-PROJECTION_OBJECTS = (
+PROJECTION_OBJECTS = (  # views first: a materialized view must not outlive its tables
     "VIEW delivery_minute_mv",
+    "VIEW delivery_hour_mv",
+    "VIEW delivery_rates_hourly",
     "TABLE delivery_minute",
+    "TABLE delivery_hour",
     "TABLE events",
     "TABLE ingest_batches",
 )

@@ -20,6 +20,7 @@ from projections.warehouse import Warehouse
 from streams.emitter import Emitter
 from streams.lag import consumer_lag
 from streams.topics import ensure_topics
+from web.app import jsonable
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +101,7 @@ class Herald:
             return query_endpoint(live[0].api, query)[1]
         warehouse = Warehouse(self.settings.warehouse)
         try:
-            return [list(r) for r in warehouse.rows(query)]
+            return [[jsonable(v) for v in r] for r in warehouse.rows(query)]  # as the endpoint returns them
         finally:
             warehouse.close()
 

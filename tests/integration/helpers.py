@@ -34,6 +34,8 @@ SNAPSHOT_QUERIES = {
     "rollup": "SELECT tenant_id, channel, provider, sum(requested), sum(sent), sum(delivered), sum(failed), "
     "sum(bounced), sum(opened), sum(clicked), sum(delivery_latency_ms_sum), sum(cost_micros) "
     "FROM delivery_minute GROUP BY tenant_id, channel, provider ORDER BY tenant_id, channel, provider",
+    "hourly": "SELECT tenant_id, hour, sum(dispatched), sum(delivered), sum(opened), sum(cost_micros) "
+    "FROM delivery_hour GROUP BY tenant_id, hour ORDER BY tenant_id, hour",
     "batches": "SELECT sum(rows), sum(dead_letters), sum(duplicates), max(last_offset) FROM ingest_batches",
 }
 

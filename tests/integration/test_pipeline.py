@@ -57,6 +57,20 @@ def test_rollup_equals_the_raw_events_it_summarises(herald: Herald) -> None:
         "FROM delivery_minute GROUP BY tenant_id, channel, provider ORDER BY tenant_id, channel, provider"
     )
     assert from_raw == from_rollup and len(from_raw) > 3
+    from_hourly = herald.sql(
+        "SELECT tenant_id, channel, provider, sum(delivered), sum(opened), sum(delivery_latency_ms_sum) "
+        "FROM delivery_hour GROUP BY tenant_id, channel, provider ORDER BY tenant_id, channel, provider"
+    )
+    assert from_hourly == from_raw
+    rates = herald.sql(
+        "SELECT tenant_id, sum(delivered), sum(dispatched) FROM delivery_rates_hourly GROUP BY tenant_id "
+        "ORDER BY tenant_id"
+    )
+    raw_rates = herald.sql(
+        "SELECT tenant_id, countIf(event_type='DELIVERED'), countIf(event_type='DISPATCHED') FROM events "
+        "GROUP BY tenant_id ORDER BY tenant_id"
+    )
+    assert rates == raw_rates
 
 
 def test_redelivered_event_ids_are_counted_as_duplicates_not_rows(herald: Herald) -> None:
