@@ -36,7 +36,7 @@ SNAPSHOT_QUERIES = {
     "FROM delivery_minute GROUP BY tenant_id, channel, provider ORDER BY tenant_id, channel, provider",
     "hourly": "SELECT tenant_id, hour, sum(dispatched), sum(delivered), sum(opened), sum(cost_micros) "
     "FROM delivery_hour GROUP BY tenant_id, hour ORDER BY tenant_id, hour",
-    "batches": "SELECT sum(rows), sum(dead_letters), sum(duplicates), max(last_offset) FROM ingest_batches",
+    "refused": "SELECT sum(dead_letters), sum(duplicates) FROM ingest_batches",
 }
 
 
