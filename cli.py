@@ -138,7 +138,8 @@ def _run_query(s: Settings, query: str) -> tuple[list[str], list[list[object]]]:
 
     endpoints = live_endpoints(s) if s.embedded_warehouse else []
     if endpoints:
-        return query_endpoint(endpoints[0], query)
+        key = s.api_key.get_secret_value() if s.api_key else None
+        return query_endpoint(endpoints[0], query, api_key=key)
     from projections.warehouse import Warehouse
     from web.app import jsonable
 
@@ -181,6 +182,21 @@ def replay() -> None:
         f"\nreplayed {report.messages} messages: {report.totals.written} rows, "
         f"{report.totals.dead_letters} dead letters, {report.totals.duplicates} duplicates"
     )
+
+
+@app.command("new-key")
+def new_key(
+    name: Annotated[str, typer.Option(help="Who holds the key, e.g. acme-dashboard.")],
+    tenant: Annotated[str, typer.Option(help="Tenant id, or * for a global operator/admin key.")],
+    role: Annotated[str, typer.Option(help="viewer | analyst | operator | admin")] = "viewer",
+) -> None:
+    """Make an API key: prints the key once (stderr) and the entry to append to the keys file (stdout)."""
+    from web.auth import entry_yaml
+    from web.auth import new_key as make_key
+
+    key, entry = make_key(name, tenant, role)  # type: ignore[arg-type]  # validated inside
+    typer.echo(f"key (shown once, give it to {name}): {key}", err=True)
+    typer.echo(entry_yaml(entry), nl=False)
 
 
 @app.command()

@@ -27,9 +27,12 @@ def bootstrap_servers(settings: Settings, start: bool = False) -> tuple[str, boo
     return broker.start(), True
 
 
-def query_endpoint(api: str, query: str, timeout: float = 60) -> tuple[list[str], list[list[object]]]:
-    """Run a read-only query through a worker's SQL endpoint."""
-    response = httpx.post(f"{api}/sql", json={"query": query}, timeout=timeout)
+def query_endpoint(
+    api: str, query: str, timeout: float = 60, api_key: str | None = None
+) -> tuple[list[str], list[list[object]]]:
+    """Run a read-only query through a worker's SQL endpoint (with a global key when it has keys)."""
+    headers = {"X-Api-Key": api_key} if api_key else {}
+    response = httpx.post(f"{api}/sql", json={"query": query}, timeout=timeout, headers=headers)
     if response.status_code != 200:
         raise HeraldError(f"SQL endpoint refused the query: {response.json().get('detail', response.text)}")
     body = response.json()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald.errors import ConfigError
@@ -54,6 +54,14 @@ class Settings(BaseSettings):
         ge=0,
         le=65535,
         description="Loopback port where the embedded warehouse's owner serves other workers.",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="YAML file of API keys (SHA-256 hashes, per tenant and role; see web/auth.py); "
+        "unset = /api/v1 answers 503 and /sql stays open (the API binds to loopback by default).",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Key the CLI sends to a worker's API (X-Api-Key) when the worker has a keys file."
     )
     worker_name: str = Field("worker-1", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     log_format: Literal["json", "console"] = "json"

@@ -23,6 +23,7 @@ from streams.pipeline import DeadLetterSink, IngestPipeline
 from streams.sink import WarehouseSink
 from streams.topics import ensure_topics
 from web.app import create_api
+from web.auth import load_key_ring
 from web.clickhouse_http import create_clickhouse_http_app
 from web.server import ApiServer
 
@@ -68,6 +69,7 @@ def open_warehouse(settings: Settings) -> Warehouse:
 
 def run_worker(settings: Settings, bootstrap: str) -> None:
     ensure_topics(bootstrap, settings.partitions, settings.replication_factor, settings.topics)
+    keys = load_key_ring(settings.api_keys_file)  # a bad keys file stops the worker before it starts
     warehouse = open_warehouse(settings)
     applied = migrate(warehouse)
     pipeline = IngestPipeline(
@@ -91,6 +93,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             settings.worker_name,
             lambda: dict(sink.lag),
             lambda: sorted(sink.assigned),
+            keys=keys,
         ),
         settings.api_host,
         settings.api_port,

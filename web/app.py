@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -18,6 +18,8 @@ from pydantic import BaseModel, Field
 from herald.errors import WarehouseError
 from projections.warehouse import Warehouse
 from streams.pipeline import IngestTotals
+from web.analytics_api import analytics_router
+from web.auth import ApiAuth, KeyRing, Principal
 from web.sql import read_only_problem
 
 
@@ -87,8 +89,15 @@ def create_api(
     worker: str,
     lag: Callable[[], dict[int, int]] = dict,
     assigned: Callable[[], list[int]] = list,
+    *,
+    keys: KeyRing | None = None,
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> FastAPI:
+    """The worker's API. ``keys`` (web.auth.load_key_ring(settings.api_keys_file)) guard /api/v1 and
+    /sql; with None, /api/v1 answers 503 and /sql stays open (see web/auth.py)."""
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
+    auth = ApiAuth(keys)
+    api.include_router(analytics_router(warehouse, auth, clock))
     registry = CollectorRegistry()
     registry.register(_IngestCollector(totals, lag))
 
@@ -107,8 +116,10 @@ def create_api(
             "applied_offsets": t.by_partition,
         }
 
+    sql_guard = Depends(auth.sql_principal)  # a default, not an annotation: those are strings here
+
     @api.post("/sql", response_model=SqlResult)
-    def sql(request: SqlRequest) -> SqlResult:
+    def sql(request: SqlRequest, _: Principal | None = sql_guard) -> SqlResult:
         problem = read_only_problem(request.query)
         if problem:
             raise HTTPException(status_code=422, detail=problem)

@@ -1,0 +1,94 @@
+"""The tenant-scoped delivery analytics JSON API under ``/api/v1`` (the data behind the dashboards).
+
+Every endpoint needs an API key (see web/auth.py): a tenant-scoped key reads only its own tenant and
+gets 403, with no data, for any other; a global (operator/admin) key reads every tenant. Without a
+keys file every endpoint answers 503.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the dependency aliases defined inside
+# analytics_router from the annotations, and string annotations could not see those locals.
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from projections import queries
+from projections.queries import Bucket, FilterError, FilterParams, Filters
+from projections.warehouse import Warehouse
+from web.auth import TENANT_PATTERN, ApiAuth, Principal, Role, forbid
+
+
+def analytics_router(
+    warehouse: Warehouse, auth: ApiAuth, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> APIRouter:
+    """The /api/v1 router over ``warehouse``, guarded by ``auth``; ``clock`` defaults the time range."""
+    router = APIRouter(prefix="/api/v1", tags=["analytics"])
+    Caller = Annotated[Principal, Depends(auth.principal)]  # noqa: N806 - a type alias, named as one
+
+    def tenant_access(
+        caller: Caller,
+        tenant: Annotated[str, PathParam(pattern=TENANT_PATTERN, description="Tenant id")],
+    ) -> str:
+        forbid(caller, Role.VIEWER, tenant)  # before any query runs: another tenant sees nothing
+        return tenant
+
+    def filters(
+        channel: Annotated[str | None, Query(description="EMAIL, SMS or PUSH")] = None,
+        provider: Annotated[str | None, Query(description="Delivery provider name")] = None,
+        start: Annotated[
+            datetime | None, Query(alias="from", description="ISO time, inclusive; default to - 24 h")
+        ] = None,
+        end: Annotated[
+            datetime | None, Query(alias="to", description="ISO time, exclusive; default now")
+        ] = None,
+        bucket: Annotated[Bucket, Query(description="Series resolution")] = "hour",
+    ) -> Filters:
+        raw = {"channel": channel, "provider": provider, "from": start, "to": end, "bucket": bucket}
+        try:
+            return FilterParams.model_validate(raw).resolved(clock())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [
+                    {**e, "loc": ("query", *e["loc"])}
+                    for e in exc.errors(include_url=False, include_context=False)
+                ]
+            ) from None
+        except FilterError as exc:
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": ("query", exc.field), "msg": exc.message, "input": raw}]
+            ) from None
+
+    Tenant = Annotated[str, Depends(tenant_access)]  # noqa: N806 - a type alias, named as one
+    Filter = Annotated[Filters, Depends(filters)]  # noqa: N806 - a type alias, named as one
+
+    @router.get("/tenants", summary="Tenants visible to the caller")
+    def list_tenants(caller: Caller) -> dict[str, list[str]]:
+        if caller.is_global:
+            return {"tenants": queries.tenants(warehouse)}
+        return {"tenants": [caller.tenant]}
+
+    @router.get("/tenants/{tenant}/delivery", summary="Delivery counts and delivery rate per bucket")
+    def delivery(tenant: Tenant, f: Filter) -> dict[str, Any]:
+        """delivery_rate = delivered / dispatched (send-time failures never reach SENT)."""
+        return queries.delivery_series(warehouse, tenant, f)
+
+    @router.get("/tenants/{tenant}/engagement", summary="Open and click rates per bucket")
+    def engagement(tenant: Tenant, f: Filter) -> dict[str, Any]:
+        """open_rate = opened / delivered, click_rate = clicked / delivered."""
+        return queries.engagement(warehouse, tenant, f)
+
+    @router.get("/tenants/{tenant}/latency", summary="Send and delivery latency: averages and p50/p95/p99")
+    def latency(tenant: Tenant, f: Filter) -> dict[str, Any]:
+        """Averages per bucket from the rollup; percentiles over the range from the raw events."""
+        return queries.latency(warehouse, tenant, f)
+
+    @router.get("/tenants/{tenant}/providers", summary="Provider health: error rate, error classes")
+    def providers(tenant: Tenant, f: Filter) -> dict[str, Any]:
+        """error_rate = (failed + bounced) / dispatched, with the top error classes per provider."""
+        return queries.provider_health(warehouse, tenant, f)
+
+    return router
