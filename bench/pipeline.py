@@ -129,6 +129,40 @@ def catch_up_eps(settings: Settings, bootstrap: str, n: int, say: Say) -> tuple[
     return n / (time.perf_counter() - t1), worker
 
 
+def live_eps_with_workers(
+    work_dir: Path, bootstrap: str, payloads: list[tuple[bytes, bytes]], workers: int, say: Say
+) -> float:
+    """Start ``workers`` workers on an empty topic (one data dir: the first owns chDB, the others share
+    it), wait until they split the partitions, then produce the payloads; events/s from the first
+    produce to lag 0. The same measurement for 1 and 2 workers gives the scaling ratio."""
+    settings = load_settings(
+        data_dir=work_dir / f"scale{workers}",
+        kafka_bootstrap=bootstrap,
+        namespace=f"scale{workers}{uuid.uuid4().hex[:6]}",
+        api_port=0,
+    )
+    ensure_topics(bootstrap, settings.partitions, 1, settings.topics)
+    started = []
+    try:
+        for i in range(workers):
+            env = {**worker_env(settings, bootstrap), "HERALD_WORKER_NAME": f"worker-{i + 1}"}
+            started.append(WorkerProcess(env, settings.data_dir / f"worker-{i + 1}.log").start())
+        deadline = time.monotonic() + 90
+        while not all(w.health()["partitions"] for w in started):
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not split the partitions")
+            time.sleep(0.2)
+        t0 = time.perf_counter()
+        fill_topic(bootstrap, settings.topics.lifecycle, payloads)
+        wait_lag_zero(settings, bootstrap)
+        eps = len(payloads) / (time.perf_counter() - t0)
+        say(f"  {workers} worker(s), fill + ingest: {eps:,.0f} events/s")
+        return eps
+    finally:
+        for w in reversed(started):  # the owner of the embedded warehouse stops last
+            w.stop()
+
+
 def latency_at_rate(
     settings: Settings, bootstrap: str, worker: WorkerProcess, rate: float, seconds: float, say: Say
 ) -> dict[str, float]:
@@ -200,6 +234,10 @@ def run(bootstrap: str, work_dir: Path, n: int, say: Say) -> dict[str, Any]:
         results["offered_rate_eps"] = rate
     finally:
         worker.stop()
+    say("scaling: 1 vs 2 workers on 4 partitions")
+    results["scale_1_worker_eps"] = live_eps_with_workers(work_dir, bootstrap, payloads, 1, say)
+    results["scale_2_workers_eps"] = live_eps_with_workers(work_dir, bootstrap, payloads, 2, say)
+    results["ratio_2_workers_to_1"] = results["scale_2_workers_eps"] / results["scale_1_worker_eps"]
     results["ratio_ingest_to_raw_decode"] = results["ingest_warehouse_eps"] / results["raw_decode_eps"]
     results["ratio_apply_to_raw_decode"] = results["ingest_apply_eps"] / results["raw_decode_eps"]
     return results
