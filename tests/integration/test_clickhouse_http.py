@@ -189,3 +189,12 @@ def test_ping_answers_like_clickhouse(shim: Shim) -> None:
     """/ping returns ClickHouse's 'Ok.' so health checks written for a server work unchanged."""
     with urllib.request.urlopen(f"http://127.0.0.1:{shim.port}/ping", timeout=5) as response:
         assert response.read() == b"Ok.\n"
+
+
+def test_embedded_inserts_reuse_their_context_and_still_honour_each_token(shim: Shim) -> None:
+    """A cached insert context carries each insert's own dedup token: a repeat drops, a new one lands."""
+    first, second = rows_of("t-ctx", 0, range(20)), rows_of("t-ctx", 0, range(20, 30))
+    shim.direct.insert("events", first, EVENT_COLUMNS, dedup_token="ctx/0-19")
+    shim.direct.insert("events", first, EVENT_COLUMNS, dedup_token="ctx/0-19")
+    shim.direct.insert("events", second, EVENT_COLUMNS, dedup_token="ctx/20-29")
+    assert shim.direct.scalar("SELECT count() FROM events WHERE _topic = 't-ctx'") == 30
