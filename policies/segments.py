@@ -1,0 +1,126 @@
+"""Segments: named, validated rules over recipient attributes and engagement, loaded from YAML.
+
+The rule language lives in policies/segment_parser.py (text to tree) and policies/segment_rules.py
+(attributes and meaning); docs/segments.md is the reference for product owners.
+Evaluation is a pure function of (recipient attributes, engagement profile, now_ms); nothing here
+reads the clock, and a recipient without a profile has zero counts and never opened anything.
+
+>>> gold_es = Segment.parse("gold_es", 'tier in ("gold", "platinum") and language == "es"')
+>>> gold_es.matches({"kind": "CUSTOMER", "tier": "gold", "language": "es"}, None, now_ms=0)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from herald.errors import ConfigError
+from policies.engagement import EngagementProfile
+from policies.segment_parser import parse_rule
+from policies.segment_rules import ATTRIBUTES, FUNCTIONS, Condition, RuleError
+
+__all__ = [
+    "ATTRIBUTES",
+    "FUNCTIONS",
+    "Condition",
+    "RuleError",
+    "Segment",
+    "SegmentDefinition",
+    "load_segments",
+    "parse_rule",
+]
+
+_EMPTY = EngagementProfile()
+
+
+class SegmentDefinition(BaseModel):
+    """A segment as written in YAML: a stable name, a sentence for humans, and the rule."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    description: str = ""
+    rule: str = Field(min_length=1, max_length=4000)
+
+
+class _SegmentFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    segments: list[SegmentDefinition]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A parsed, type-checked segment; ``matches`` is pure and cheap.
+
+    >>> dormant = Segment.parse("dormant", 'kind == "customer" and not opened_within(30d)')
+    >>> dormant.matches({"kind": "CUSTOMER"}, None, now_ms=0)  # no profile: never opened
+    True
+    """
+
+    definition: SegmentDefinition
+    condition: Condition
+
+    @classmethod
+    def parse(cls, name: str, rule: str, description: str = "") -> Segment:
+        """Validate the definition and parse its rule; raises ConfigError/RuleError."""
+        try:
+            definition = SegmentDefinition(name=name, rule=rule, description=description)
+        except ValidationError as exc:
+            raise ConfigError(f"segment {name}: {_first_problem(exc)}") from None
+        return cls(definition, parse_rule(rule, name))
+
+    @property
+    def name(self) -> str:
+        """The segment's stable name."""
+        return self.definition.name
+
+    def matches(self, recipient: Mapping[str, Any], profile: EngagementProfile | None, now_ms: int) -> bool:
+        """Whether the recipient (contract attributes) with this engagement is in the segment at now_ms.
+
+        A recipient without a profile has zero counts and never opened, clicked or replied.
+        """
+        return self.condition.evaluate(recipient, profile if profile is not None else _EMPTY, now_ms)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"])
+    return f"{where.lstrip('.') or 'file'}: {error['msg']}"
+
+
+def load_segments(path: str | Path) -> dict[str, Segment]:
+    """Segments by name from a YAML file ``segments: [{name, description, rule}, ...]``.
+
+    Raises ConfigError naming the file, the field (``segments[2].rule``) and the reason.
+
+    >>> from pathlib import Path
+    >>> sorted(load_segments(Path(__file__).parent / "examples" / "segments.yaml"))[:2]
+    ['deliverability_risk', 'dormant_customers']
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read segments file: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        parsed = _SegmentFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_first_problem(exc)}") from None
+    segments: dict[str, Segment] = {}
+    for i, definition in enumerate(parsed.segments):
+        if definition.name in segments:
+            raise ConfigError(f"{path}: segments[{i}].name: duplicate segment name {definition.name!r}")
+        try:
+            condition = parse_rule(definition.rule, definition.name)
+        except RuleError as exc:
+            raise ConfigError(f"{path}: segments[{i}].rule: {exc}") from None
+        segments[definition.name] = Segment(definition, condition)
+    return segments
