@@ -205,7 +205,7 @@ def render_report(report: dict[str, Any]) -> str:
         lines.append("  injected anomalies:")
         for w in report["anomaly_windows"]:
             lines.append(
-                f"    {w['kind']:<16} {w['start_s']:>5.0f}s to {w['end_s']:<5.0f}s "
+                f"    {w['kind']:<16} {w['start_s']:>5.0f}s to {w['end_s']:.0f}s  "
                 f"{w['tenant'] or '*'} {w['channel'] or '*'} {w['provider'] or '*'}"
             )
     if report.get("tenants"):
