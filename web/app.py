@@ -20,6 +20,7 @@ from projections.warehouse import Warehouse
 from streams.pipeline import IngestTotals
 from web.analytics_api import analytics_router
 from web.auth import ApiAuth, KeyRing, Principal
+from web.dashboard import dashboard_router
 from web.sql import read_only_problem
 
 
@@ -98,6 +99,7 @@ def create_api(
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
     auth = ApiAuth(keys)
     api.include_router(analytics_router(warehouse, auth, clock))
+    api.include_router(dashboard_router())
     registry = CollectorRegistry()
     registry.register(_IngestCollector(totals, lag))
 

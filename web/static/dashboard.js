@@ -1,0 +1,591 @@
+// Herald delivery dashboard: vanilla JS over /api/v1, charts drawn as inline SVG (no libraries, no CDN).
+"use strict";
+
+(() => {
+  const KEY_STORE = "herald.apiKey";
+  const RANGES = {
+    "1h": { ms: 3600e3, bucket: "minute" },
+    "6h": { ms: 6 * 3600e3, bucket: "minute" },
+    "24h": { ms: 24 * 3600e3, bucket: "hour" },
+    "7d": { ms: 7 * 86400e3, bucket: "hour" },
+  };
+  const BUCKET_MS = { minute: 60e3, hour: 3600e3 };
+  const COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#d97706"];
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const PANELS = ["delivery", "engagement", "latency", "providers"];
+
+  const state = {
+    key: "",
+    tenants: [],
+    tenant: "",
+    config: { refresh_s: 10, runbooks: {} },
+    generation: 0,
+    loading: false,
+    timer: null,
+    providers: new Set(),
+  };
+
+  const byId = (id) => document.getElementById(id);
+  const testId = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
+  const controls = {
+    key: byId("api-key"),
+    tenant: byId("tenant"),
+    channel: byId("channel"),
+    provider: byId("provider"),
+    range: byId("range"),
+  };
+
+  // ---------------------------------------------------------------- API and error messages
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  const STATUS_TITLES = {
+    401: "Not authorised",
+    403: "Access denied",
+    422: "Invalid filter",
+    503: "API unavailable",
+  };
+
+  function describeError(status, detail) {
+    let text = "";
+    if (typeof detail === "string") {
+      text = detail;
+    } else if (Array.isArray(detail)) {
+      // FastAPI validation errors: [{loc: ["query", "from"], msg: "..."}]
+      text = detail
+        .map((d) => `${(d.loc || []).filter((p) => p !== "query").join(".") || "request"}: ${d.msg}`)
+        .join("; ");
+    }
+    const title = STATUS_TITLES[status] || `HTTP ${status}`;
+    const hint = status === 401 ? " (paste a valid API key)" : "";
+    return `${title}: ${text || "no details given"}${hint}`;
+  }
+
+  async function api(path, params = {}) {
+    const url = new URL(path, window.location.origin);
+    for (const [name, value] of Object.entries(params)) {
+      if (value !== "" && value !== null && value !== undefined) url.searchParams.set(name, value);
+    }
+    let response;
+    try {
+      response = await fetch(url, { headers: { "X-Api-Key": state.key }, cache: "no-store" });
+    } catch (err) {
+      throw new ApiError(0, `Cannot reach the Herald API: ${err.message}`);
+    }
+    if (response.ok) return response.json();
+    let detail = null;
+    try {
+      detail = (await response.json()).detail;
+    } catch (_) {
+      detail = response.statusText;
+    }
+    throw new ApiError(response.status, describeError(response.status, detail));
+  }
+
+  // ---------------------------------------------------------------- formatting
+
+  const fmtInt = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"));
+  const fmtPct = (r, digits = 1) => (r === null || r === undefined ? "–" : `${(r * 100).toFixed(digits)} %`);
+  function fmtMs(ms) {
+    if (ms === null || ms === undefined) return "–";
+    if (ms < 1000) return `${Math.round(ms)} ms`;
+    if (ms < 60e3) return `${(ms / 1000).toFixed(ms < 10e3 ? 2 : 1)} s`;
+    if (ms < 3600e3) return `${(ms / 60e3).toFixed(1)} min`;
+    return `${(ms / 3600e3).toFixed(1)} h`;
+  }
+  const pad = (n) => String(n).padStart(2, "0");
+  const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  const fmtClock = (d) => `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`;
+  const fmtDay = (d) => `${MONTHS[d.getUTCMonth()]} ${d.getUTCDate()}`;
+  const fmtStamp = (d) => `${fmtDay(d)} ${fmtClock(d)}`;
+
+  function setValue(id, text, raw) {
+    const node = testId(id);
+    node.textContent = text;
+    if (raw === undefined || raw === null) node.removeAttribute("data-value");
+    else node.dataset.value = String(raw);
+  }
+
+  // ---------------------------------------------------------------- SVG line chart
+
+  function svg(name, attrs = {}, parent = null) {
+    const node = document.createElementNS(SVG_NS, name);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (parent) parent.appendChild(node);
+    return node;
+  }
+
+  function niceStep(span, count) {
+    const raw = span / Math.max(count, 1);
+    const mag = 10 ** Math.floor(Math.log10(raw));
+    const norm = raw / mag;
+    return (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 2.5 ? 2.5 : norm <= 5 ? 5 : 10) * mag;
+  }
+
+  const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880].map((m) => m * 60e3);
+
+  /** Draw series [{name, points: [[ms, value|null]]}] over [from, to] into container. */
+  function lineChart(container, { series, from, to, yFormat, yMax, label }) {
+    container.textContent = "";
+    const W = 560;
+    const H = 220;
+    const m = { l: 58, r: 14, t: 26, b: 26 };
+    const root = svg("svg", {
+      viewBox: `0 0 ${W} ${H}`,
+      role: "img",
+      "aria-label": label,
+      preserveAspectRatio: "xMidYMid meet",
+    });
+    container.appendChild(root);
+    const values = series.flatMap((s) => s.points.map((p) => p[1])).filter((v) => v !== null);
+    const xs = series.flatMap((s) => s.points.map((p) => p[0]));
+    const x0 = Math.min(from, ...xs);
+    const x1 = Math.max(to, ...xs);
+    let top = yMax !== undefined ? yMax : Math.max(0, ...values);
+    if (top <= 0) top = 1;
+    const yStep = niceStep(top, 4);
+    top = Math.ceil(top / yStep - 1e-9) * yStep;
+    const px = (t) => m.l + ((t - x0) / (x1 - x0 || 1)) * (W - m.l - m.r);
+    const py = (v) => H - m.b - (v / top) * (H - m.t - m.b);
+
+    const grid = svg("g", { class: "grid" }, root);
+    const axis = svg("g", { class: "axis" }, root);
+    for (let v = 0; v <= top + yStep / 2; v += yStep) {
+      const y = py(v);
+      svg("line", { x1: m.l, x2: W - m.r, y1: y, y2: y }, grid);
+      svg("text", { x: m.l - 6, y: y + 4, "text-anchor": "end" }, axis).textContent = yFormat(v);
+    }
+    const tStep = TIME_STEPS.find((s) => (x1 - x0) / s <= 6) || TIME_STEPS[TIME_STEPS.length - 1];
+    const daily = tStep >= 1440 * 60e3;
+    for (let t = Math.ceil(x0 / tStep) * tStep; t <= x1; t += tStep) {
+      const x = px(t);
+      svg("line", { x1: x, x2: x, y1: H - m.b, y2: H - m.b + 4 }, axis);
+      const d = new Date(t);
+      const anchor = x > W - m.r - 16 ? "end" : "middle"; // keep the last label inside the frame
+      svg("text", { x, y: H - m.b + 16, "text-anchor": anchor }, axis).textContent = daily
+        ? fmtDay(d)
+        : fmtClock(d);
+    }
+    svg("line", { x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b, class: "baseline" }, axis);
+    svg("line", { x1: m.l, x2: m.l, y1: m.t, y2: H - m.b, class: "baseline" }, axis);
+    svg("text", { x: 4, y: H - m.b + 16, "text-anchor": "start", class: "unit" }, axis).textContent = "UTC";
+
+    let drawn = 0;
+    series.forEach((s, i) => {
+      const color = s.color || COLORS[i % COLORS.length];
+      const g = svg("g", { class: "series", "data-series": s.name }, root);
+      // A null (nothing to divide by) breaks the line instead of pretending to be zero.
+      let d = "";
+      let pen = false;
+      for (const [t, v] of s.points) {
+        if (v === null) {
+          pen = false;
+          continue;
+        }
+        d += `${pen ? "L" : "M"}${px(t).toFixed(1)},${py(v).toFixed(1)}`;
+        pen = true;
+      }
+      if (d) svg("path", { d, stroke: color, fill: "none", "data-testid": `line-${s.name}` }, g);
+      const points = s.points.filter((p) => p[1] !== null);
+      if (points.length <= 240) {
+        for (const [t, v] of points) {
+          const c = svg("circle", { cx: px(t).toFixed(1), cy: py(v).toFixed(1), r: 2.6, fill: color }, g);
+          svg("title", {}, c).textContent = `${s.label || s.name} ${fmtStamp(new Date(t))}: ${yFormat(v, true)}`;
+        }
+      }
+      drawn += points.length;
+      // legend
+      const lx = m.l + 6 + i * 128;
+      svg("rect", { x: lx, y: 8, width: 10, height: 10, rx: 2, fill: color }, root);
+      svg("text", { x: lx + 14, y: 17, class: "legend" }, root).textContent = s.label || s.name;
+    });
+    if (!drawn) {
+      svg("text", { x: (m.l + W - m.r) / 2, y: (m.t + H - m.b) / 2, "text-anchor": "middle", class: "empty" }, root)
+        .textContent = "No events in this range";
+    }
+    root.dataset.points = String(drawn);
+    container.dataset.points = String(drawn);
+  }
+
+  const pctAxis = (v, exact) => (exact ? fmtPct(v, 2) : `${Math.round(v * 100)}%`);
+  const intAxis = (v) => (v >= 1e6 ? `${v / 1e6}M` : v >= 1e4 ? `${v / 1e3}k` : fmtInt(v));
+  const msAxis = (v) => fmtMs(v);
+
+  // ---------------------------------------------------------------- panels
+
+  const asPoints = (series, field) => series.map((p) => [Date.parse(p.bucket), p[field]]);
+
+  function renderDelivery(body, span) {
+    const t = body.totals;
+    setValue("total-delivered", fmtInt(t.delivered), t.delivered);
+    setValue("total-dispatched", fmtInt(t.dispatched), t.dispatched);
+    setValue("total-errors", fmtInt(t.failed + t.bounced), t.failed + t.bounced);
+    setValue("delivery-rate", fmtPct(t.delivery_rate), t.delivery_rate);
+    const panel = byId("panel-delivery");
+    panel.dataset.from = body.from;
+    panel.dataset.to = body.to;
+    lineChart(testId("chart-delivery-rate"), {
+      ...span,
+      label: "Delivery rate over time",
+      series: [{ name: "delivery_rate", label: "delivery rate", points: asPoints(body.series, "delivery_rate") }],
+      yFormat: pctAxis,
+      // Per bucket the rate can pass 100 %: receipts land in a later minute than their dispatch.
+      yMax: Math.max(1, ...body.series.map((p) => p.delivery_rate || 0)),
+    });
+    lineChart(testId("chart-volume"), {
+      ...span,
+      label: "Volume over time",
+      series: [
+        { name: "dispatched", points: asPoints(body.series, "dispatched") },
+        { name: "delivered", points: asPoints(body.series, "delivered") },
+        {
+          name: "errors",
+          label: "failed + bounced",
+          points: body.series.map((p) => [Date.parse(p.bucket), p.failed + p.bounced]),
+        },
+      ],
+      yFormat: intAxis,
+    });
+  }
+
+  function renderEngagement(body, span) {
+    const t = body.totals;
+    setValue("open-rate", fmtPct(t.open_rate), t.open_rate);
+    setValue("click-rate", fmtPct(t.click_rate), t.click_rate);
+    setValue("total-opened", fmtInt(t.opened), t.opened);
+    const top = Math.max(0.05, ...body.series.flatMap((p) => [p.open_rate || 0, p.click_rate || 0]));
+    lineChart(testId("chart-engagement"), {
+      ...span,
+      label: "Open and click rate over time",
+      series: [
+        { name: "open_rate", label: "open rate", points: asPoints(body.series, "open_rate") },
+        { name: "click_rate", label: "click rate", points: asPoints(body.series, "click_rate") },
+      ],
+      yFormat: pctAxis,
+      yMax: top,
+    });
+  }
+
+  function cell(row, text, className) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    row.appendChild(td);
+    return td;
+  }
+
+  function renderLatency(body, span) {
+    const tbody = testId("latency-table").querySelector("tbody");
+    tbody.textContent = "";
+    for (const [stage, label] of [["send", "requested → sent"], ["delivery", "sent → delivered"]]) {
+      const s = body.totals[stage];
+      const row = document.createElement("tr");
+      row.dataset.stage = stage;
+      cell(row, label, "name");
+      cell(row, fmtInt(s.count));
+      cell(row, fmtMs(s.avg_ms));
+      cell(row, fmtMs(s.p50_ms));
+      cell(row, fmtMs(s.p95_ms));
+      cell(row, fmtMs(s.p99_ms));
+      tbody.appendChild(row);
+    }
+    lineChart(testId("chart-latency"), {
+      ...span,
+      label: "Average latency over time",
+      series: [
+        { name: "send_avg_ms", label: "send avg", points: asPoints(body.series, "send_avg_ms") },
+        { name: "delivery_avg_ms", label: "delivery avg", points: asPoints(body.series, "delivery_avg_ms") },
+      ],
+      yFormat: msAxis,
+    });
+  }
+
+  function renderProviders(body) {
+    const tbody = testId("providers-table").querySelector("tbody");
+    tbody.textContent = "";
+    if (!body.providers.length) {
+      const row = document.createElement("tr");
+      cell(row, "No provider traffic in this range", "empty").colSpan = 7;
+      tbody.appendChild(row);
+    }
+    for (const p of body.providers) {
+      const row = document.createElement("tr");
+      row.dataset.provider = p.provider;
+      cell(row, p.provider, "name");
+      cell(row, fmtInt(p.dispatched));
+      cell(row, fmtInt(p.delivered));
+      cell(row, fmtInt(p.errors));
+      const rate = cell(row, fmtPct(p.error_rate));
+      if (p.error_rate !== null && p.error_rate >= 0.05) rate.classList.add("bad");
+      cell(row, fmtMs(p.delivery_avg_ms));
+      const classes = p.top_error_classes.map((c) => `${c.error_class || "(none)"} ×${c.count}`).join(", ");
+      cell(row, classes || "—", "classes");
+      tbody.appendChild(row);
+    }
+    if (!controls.provider.value) {
+      for (const p of body.providers) state.providers.add(p.provider);
+      fillProviders();
+    }
+  }
+
+  function fillProviders() {
+    const chosen = controls.provider.value;
+    const names = [...new Set([...state.providers, ...(chosen ? [chosen] : [])])].sort();
+    const have = [...controls.provider.options].slice(1).map((o) => o.value);
+    if (have.join() === names.join()) return;
+    controls.provider.length = 1;
+    for (const name of names) controls.provider.add(new Option(name, name));
+    controls.provider.value = chosen;
+  }
+
+  const RENDER = {
+    delivery: renderDelivery,
+    engagement: renderEngagement,
+    latency: renderLatency,
+    providers: renderProviders,
+  };
+
+  function panelFailed(name, message, info = false) {
+    const panel = byId(`panel-${name}`);
+    panel.classList.add("failed");
+    const msg = panel.querySelector(".panel-msg");
+    msg.textContent = message;
+    msg.classList.toggle("info", info);
+    msg.hidden = false;
+    // No stale numbers from a previous tenant or filter may stay visible next to the error.
+    for (const node of panel.querySelectorAll(".kpi-value")) {
+      node.textContent = "–";
+      node.removeAttribute("data-value");
+    }
+    for (const node of panel.querySelectorAll(".chart")) {
+      node.textContent = "";
+      node.dataset.points = "0";
+    }
+    for (const node of panel.querySelectorAll("tbody")) node.textContent = "";
+  }
+
+  function panelOk(name) {
+    const panel = byId(`panel-${name}`);
+    panel.classList.remove("failed");
+    panel.querySelector(".panel-msg").hidden = true;
+  }
+
+  function showBanner(messages) {
+    const banner = byId("banner");
+    const unique = [...new Set(messages)];
+    banner.textContent = unique.join(" · ");
+    banner.hidden = unique.length === 0;
+  }
+
+  function status(text) {
+    byId("status").textContent = text;
+  }
+
+  // ---------------------------------------------------------------- loading
+
+  function currentWindow() {
+    const range = RANGES[controls.range.value] || RANGES["1h"];
+    const to = Math.floor(Date.now() / 60e3) * 60e3 + 60e3; // through the current minute
+    const from = to - range.ms;
+    return { from, to, bucket: range.bucket };
+  }
+
+  const iso = (ms) => new Date(ms).toISOString().replace(".000Z", "Z");
+
+  async function refresh() {
+    if (!state.key || !state.tenant) return;
+    const generation = ++state.generation;
+    const startedAt = Date.now();
+    const span = currentWindow();
+    const params = {
+      from: iso(span.from),
+      to: iso(span.to),
+      bucket: span.bucket,
+      channel: controls.channel.value,
+      provider: controls.provider.value,
+    };
+    const tenant = encodeURIComponent(state.tenant);
+    status("Loading…");
+    state.loading = true;
+    let results;
+    try {
+      results = await Promise.allSettled(PANELS.map((p) => api(`/api/v1/tenants/${tenant}/${p}`, params)));
+    } finally {
+      if (generation === state.generation) state.loading = false;
+    }
+    if (generation !== state.generation) return; // a newer request (filter change) owns the page
+    const errors = [];
+    results.forEach((result, i) => {
+      const name = PANELS[i];
+      if (result.status === "fulfilled") {
+        panelOk(name);
+        RENDER[name](result.value, span);
+      } else {
+        errors.push(result.reason.message);
+        panelFailed(name, result.reason.message);
+      }
+    });
+    showBanner(errors);
+    const note = `${state.tenant} · ${fmtStamp(new Date(span.from))} – ${fmtStamp(new Date(span.to))} UTC, per ${span.bucket}`;
+    byId("range-note").textContent = note;
+    const now = new Date();
+    const at = `${fmtClock(now)}:${pad(now.getUTCSeconds())} UTC`;
+    const every = `every ${state.config.refresh_s} s`;
+    status(errors.length ? `Not loaded at ${at} · retrying ${every}` : `Updated ${at} · refreshes ${every}`);
+    document.body.dataset.generation = String(generation);
+    document.body.dataset.startedAt = String(startedAt); // what the shown numbers are as of
+    document.body.dataset.channel = params.channel || "all";
+    document.body.dataset.state = errors.length ? "error" : "ok";
+  }
+
+  function schedule() {
+    clearInterval(state.timer);
+    state.timer = setInterval(() => {
+      // A slow answer is not abandoned by the next tick: only a filter change supersedes a refresh.
+      if (!document.hidden && !state.loading) refresh();
+    }, state.config.refresh_s * 1000);
+  }
+
+  function syncUrl() {
+    const url = new URL(window.location.href);
+    const values = {
+      tenant: state.tenant,
+      channel: controls.channel.value,
+      provider: controls.provider.value,
+      range: controls.range.value,
+    };
+    for (const [k, v] of Object.entries(values)) {
+      if (v) url.searchParams.set(k, v);
+      else url.searchParams.delete(k);
+    }
+    window.history.replaceState(null, "", url);
+  }
+
+  function resetPanels(message, info = false) {
+    for (const name of PANELS) panelFailed(name, message, info);
+  }
+
+  async function connect() {
+    state.key = controls.key.value.trim();
+    if (!state.key) {
+      showBanner(["Paste an API key first."]);
+      return;
+    }
+    localStorage.setItem(KEY_STORE, state.key);
+    status("Checking key…");
+    let tenants;
+    try {
+      tenants = (await api("/api/v1/tenants")).tenants;
+    } catch (err) {
+      controls.tenant.disabled = true;
+      controls.tenant.length = 0;
+      controls.tenant.add(new Option("—", ""));
+      state.tenant = "";
+      showBanner([err.message]);
+      resetPanels(err.message);
+      status("Not connected.");
+      document.body.dataset.state = "error";
+      return;
+    }
+    state.tenants = tenants;
+    const wanted = new URLSearchParams(window.location.search).get("tenant") || state.tenant;
+    controls.tenant.length = 0;
+    for (const t of tenants) controls.tenant.add(new Option(t, t));
+    if (wanted && !tenants.includes(wanted)) {
+      // Still asked for: the API, not the page, decides access, and says why it refuses.
+      const option = new Option(`${wanted} (not visible to this key)`, wanted);
+      option.dataset.foreign = "true";
+      controls.tenant.add(option);
+    }
+    controls.tenant.disabled = false;
+    if (!tenants.length && !wanted) {
+      state.tenant = "";
+      controls.tenant.add(new Option("no tenants with data yet", ""));
+      resetPanels("No tenant has data yet.", true);
+      status("Connected; no data.");
+      return;
+    }
+    state.tenant = wanted || tenants[0];
+    controls.tenant.value = state.tenant;
+    syncUrl();
+    await refresh();
+    schedule();
+  }
+
+  function forget() {
+    localStorage.removeItem(KEY_STORE);
+    state.key = "";
+    state.tenant = "";
+    controls.key.value = "";
+    clearInterval(state.timer);
+    controls.tenant.length = 0;
+    controls.tenant.add(new Option("—", ""));
+    controls.tenant.disabled = true;
+    resetPanels("Paste an API key to see data.", true);
+    showBanner([]);
+    status("Key forgotten.");
+  }
+
+  async function loadConfig() {
+    try {
+      const response = await fetch("/dashboard/config.json", { cache: "no-store" });
+      if (response.ok) state.config = await response.json();
+    } catch (_) {
+      /* keep the defaults: links stay hidden, refresh stays 10 s */
+    }
+    for (const link of document.querySelectorAll("a.runbook")) {
+      const entry = state.config.runbooks[link.dataset.panel];
+      if (entry) {
+        link.href = entry.url;
+        link.title = `Runbook for ${entry.key}`;
+      } else {
+        link.hidden = true;
+      }
+    }
+  }
+
+  function init() {
+    const params = new URLSearchParams(window.location.search);
+    if (params.get("range") in RANGES) controls.range.value = params.get("range");
+    if (["EMAIL", "SMS", "PUSH"].includes(params.get("channel"))) controls.channel.value = params.get("channel");
+    if (params.get("provider")) {
+      state.providers.add(params.get("provider"));
+      fillProviders();
+      controls.provider.value = params.get("provider");
+    }
+    byId("key-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      connect();
+    });
+    byId("forget-key").addEventListener("click", forget);
+    controls.tenant.addEventListener("change", () => {
+      state.tenant = controls.tenant.value;
+      state.providers.clear();
+      controls.provider.value = "";
+      fillProviders();
+      syncUrl();
+      refresh();
+    });
+    for (const c of [controls.channel, controls.provider, controls.range]) {
+      c.addEventListener("change", () => {
+        syncUrl();
+        refresh();
+      });
+    }
+    resetPanels("Paste an API key to see data.", true);
+    loadConfig().then(() => {
+      const saved = localStorage.getItem(KEY_STORE);
+      if (saved) {
+        controls.key.value = saved;
+        connect();
+      }
+    });
+  }
+
+  init();
+})();
