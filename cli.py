@@ -184,6 +184,31 @@ def replay() -> None:
     )
 
 
+@app.command("check-policies")
+def check_policies(
+    guardrails: Annotated[
+        str | None, typer.Option(help="Guardrails policy YAML (providers, limits, SLAs).")
+    ] = None,
+    segments: Annotated[
+        str | None, typer.Option(help="Segments YAML (rule language, docs/segments.md).")
+    ] = None,
+) -> None:
+    """Validate policy files; print their versions, or every problem as file: field: reason (exit 2)."""
+    from pathlib import Path
+
+    from policies.loader import load_policy
+    from policies.segments import load_segments
+
+    if guardrails is None and segments is None:
+        fail(ValueError("name at least one file: --guardrails PATH and/or --segments PATH"))
+    if guardrails is not None:
+        loaded = load_policy(Path(guardrails))
+        typer.echo(f"{guardrails}: ok, version {loaded.version}")
+    if segments is not None:
+        found = load_segments(Path(segments))
+        typer.echo(f"{segments}: ok, {len(found)} segments: {', '.join(sorted(found))}")
+
+
 @app.command("new-key")
 def new_key(
     name: Annotated[str, typer.Option(help="Who holds the key, e.g. acme-dashboard.")],
