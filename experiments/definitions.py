@@ -49,7 +49,7 @@ from pydantic import (
 from experiments.assignment import assign_layer, assign_variant, in_exposure
 from herald.errors import ConfigError
 from policies.engagement import EngagementProfile
-from policies.loader import PolicyError, PolicyProblem
+from policies.loader import PolicyError, PolicyProblem, read_policy_text
 from policies.segments import Segment
 
 __all__ = [
@@ -196,11 +196,7 @@ class LoadedExperiments:
 def load_experiments(path: str | Path, segments: Mapping[str, Segment]) -> LoadedExperiments:
     """Read and validate an experiments file; raise :class:`PolicyError` naming every problem."""
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError([PolicyProblem(source, "", f"cannot read: {exc.strerror or exc}")]) from exc
-    return load_experiments_text(text, segments, source=source)
+    return load_experiments_text(read_policy_text(path, source), segments, source=source)
 
 
 def load_experiments_text(

@@ -83,11 +83,15 @@ def policy_version(policy: GuardrailsPolicy) -> str:
 def load_policy(path: str | Path) -> LoadedPolicy:
     """Read, parse and validate a guardrails file; raise :class:`PolicyError` naming every problem."""
     source = str(path)
+    return load_policy_text(read_policy_text(path, source), source=source)
+
+
+def read_policy_text(path: Path | str, source: str) -> str:
+    """The file's text, or a PolicyError naming ``source`` when it cannot be read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError([PolicyProblem(source, "", f"cannot read: {exc.strerror or exc}")]) from exc
-    return load_policy_text(text, source=source)
 
 
 def load_policy_text(text: str, *, source: str = "<policy>") -> LoadedPolicy:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from herald.errors import ConfigError
+from herald.yaml_files import read_yaml
 from policies.engagement import EngagementProfile
 from policies.segment_parser import parse_rule
 from policies.segment_rules import ATTRIBUTES, FUNCTIONS, Condition, RuleError
@@ -104,12 +104,7 @@ def load_segments(path: str | Path) -> dict[str, Segment]:
     >>> sorted(load_segments(Path(__file__).parent / "examples" / "segments.yaml"))[:2]
     ['deliverability_risk', 'dormant_customers']
     """
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read segments file: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path, "segments file")
     try:
         parsed = _SegmentFile.model_validate(data)
     except ValidationError as exc:

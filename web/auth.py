@@ -37,6 +37,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from herald.errors import ConfigError
+from herald.yaml_files import read_yaml
 
 GLOBAL = "*"
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -143,12 +144,7 @@ def load_key_ring(path: Path | None) -> KeyRing | None:
     file, the entry index, the field and the reason."""
     if path is None:
         return None
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read API keys file: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path, "API keys file")
     try:
         ring = KeyFile.model_validate(data)
     except ValidationError as exc:
