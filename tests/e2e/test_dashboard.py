@@ -110,7 +110,7 @@ def check_unknown_key_is_explained(page: Page) -> None:
 
 def check_tenant_numbers(page: Page, api: str, ops: str) -> int:
     page.wait_for_selector('[data-testid="chart-delivery-rate"] svg circle', timeout=WAIT_MS)
-    page.wait_for_selector('[data-testid="chart-volume"] svg path', timeout=WAIT_MS)
+    page.wait_for_selector('[data-testid="chart-volume"] svg circle', timeout=WAIT_MS)
     assert page.get_by_test_id("error").is_hidden()
     tenant = page.get_by_test_id("tenant-select")
     assert tenant.locator("option").evaluate_all("os => os.map(o => o.value)") == [A]
