@@ -30,7 +30,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 from analytics.anomaly import Verdict
-from analytics.runbooks import runbook_key, runbook_url
+from analytics.runbooks import SERIES_METRICS, runbook_key, runbook_url
 
 MINUTE_MS = 60_000
 Status = Literal["OPENED", "RESOLVED"]
@@ -74,6 +74,7 @@ class AlertChange:
     window_end_ms: int
     first_seen_ms: int
     at_ms: int
+    detail: str = ""  # every metric that was anomalous when the alert opened, worst first
 
     @property
     def runbook_key(self) -> str:
@@ -106,7 +107,10 @@ class AlertTracker:
         if state.open is None:
             if not anomalous or minute_ms < state.cooldown_until_ms:
                 return []
-            metric, worst = max(anomalous, key=lambda mv: mv[1].score)
+            # Worst first; near-ties (several metrics at the score's ceiling) go to the headline
+            # metric, so a delivery-rate drop is reported as that and not as its mirror image.
+            anomalous.sort(key=lambda mv: (-round(mv[1].score, 2), _priority(mv[0])))
+            metric, worst = anomalous[0]
             state.open = AlertChange(
                 alert_id=alert_id(series, minute_ms),
                 status="OPENED",
@@ -121,6 +125,7 @@ class AlertTracker:
                 window_end_ms=minute_ms + MINUTE_MS,
                 first_seen_ms=minute_ms,
                 at_ms=minute_ms,
+                detail="; ".join(_describe(m, v) for m, v in anomalous),
             )
             state.last_anomalous_ms, state.normal_minutes = minute_ms, 0
             return [state.open]
@@ -139,6 +144,14 @@ class AlertTracker:
 
     def open_alerts(self) -> list[AlertChange]:
         return [s.open for s in self.states.values() if s.open is not None]
+
+
+def _priority(metric: str) -> int:
+    return SERIES_METRICS.index(metric) if metric in SERIES_METRICS else len(SERIES_METRICS)
+
+
+def _describe(metric: str, verdict: Verdict) -> str:
+    return f"{metric} {verdict.kind} {verdict.observed:.4g} vs {verdict.expected:.4g} (score {verdict.score:.3f})"
 
 
 def alert_id(series: SeriesKey, opened_minute_ms: int) -> str:
@@ -176,5 +189,5 @@ def alert_record(
         "dashboard_url": f"{dashboard_base.rstrip('/')}/dashboard?{query}",
         "runbook_url": runbook_url(change.runbook_key, runbook_base),
         "policy_version": policy_version,
-        "detail": None,
+        "detail": change.detail or None,
     }

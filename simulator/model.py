@@ -19,9 +19,11 @@ then be OPENED (+ CLICKED), REPLIED (SMS; mostly technicians), UNSUBSCRIBED or C
 (customers). ``latency_ms`` is the time since the previous step as the schema documents it:
 requested->sent on SENT (and on send-time FAILED), sent->receipt on DELIVERED/BOUNCED/FAILED,
 delivered->opened/replied on OPENED/REPLIED, opened->clicked on CLICKED; None elsewhere.
-``cost_micros`` (USD) is on SENT. Ids are derived from a run tag (hash of seed and start) and
-counters: ``n-<tag>-<i>`` and ``e-<tag>-<i>-<step>``, so a rerun of the same call repeats its ids
-(idempotent replay) while another seed or start gives new ones.
+``cost_micros`` (USD) is on SENT. ``sent_at`` (the SENT event's occurred_at) is on every event that
+follows up on the send: DELIVERED, BOUNCED, OPENED, CLICKED, REPLIED, UNSUBSCRIBED, COMPLAINED (not on
+a receipt-time FAILED, which the contract does not list); None elsewhere. Ids are derived from a run
+tag (hash of seed and start) and counters: ``n-<tag>-<i>`` and ``e-<tag>-<i>-<step>``, so a rerun of
+the same call repeats its ids (idempotent replay) while another seed or start gives new ones.
 
 >>> from datetime import datetime, timezone
 >>> start = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -328,6 +330,7 @@ class _Generator:
             "reason": None,
             "policy_version": None,
             "source": self.model.source,
+            "sent_at": None,
         }
         life = _Lifecycle(base, f"e-{self.tag}-{i:x}-", kind, open_factor)
         self.play(life, self.profiles[channel], offset_s, t0)
@@ -363,14 +366,17 @@ class _Generator:
         life.add(
             "SENT", sent_at, latency_ms=to_sent, cost_micros=provider.cost_micros, currency=model.currency
         )
+        sent = life.events[-1]["occurred_at"]  # the sent_at of every follow-up of this send
         to_receipt = self.delay(provider.to_receipt, slow)
         done = sent_at + to_receipt
         if error_class:
             outcome = "BOUNCED" if error_class.startswith("bounce:") else "FAILED"
-            life.add(outcome, done, latency_ms=to_receipt, error=_error(error_class.removeprefix("bounce:")))
+            follow_up = {"sent_at": sent} if outcome == "BOUNCED" else {}
+            error = _error(error_class.removeprefix("bounce:"))
+            life.add(outcome, done, latency_ms=to_receipt, error=error, **follow_up)
             return
-        life.add("DELIVERED", done, latency_ms=to_receipt)
-        self.engage(life, profile, provider.funnel, done)
+        life.add("DELIVERED", done, latency_ms=to_receipt, sent_at=sent)
+        self.engage(life, profile, provider.funnel, done, sent)
 
     def outcome(self, provider: Provider, effect: Effect | None) -> str:
         """'' for delivered, 'bounce:<class>' for a bounce, else the failure's error class."""
@@ -386,27 +392,29 @@ class _Generator:
             return "bounce:" + _pick(self.bounce_classes[provider.name], uniform())
         return _pick(self.fail_classes[provider.name], uniform())
 
-    def engage(self, life: _Lifecycle, profile: ChannelProfile, funnel: Funnel, done: int) -> None:
+    def engage(
+        self, life: _Lifecycle, profile: ChannelProfile, funnel: Funnel, done: int, sent: datetime
+    ) -> None:
         uniform, kind = self.rng.random, life.kind
         last, engaged = done, 0
         if uniform() < funnel.open * life.open_factor:
             to_open = self.delay(profile.to_opened)
             last, engaged = done + to_open, 1
-            life.add("OPENED", last, latency_ms=to_open)
+            life.add("OPENED", last, latency_ms=to_open, sent_at=sent)
             if uniform() < funnel.click:
                 to_click = self.delay(profile.to_clicked)
                 last += to_click
-                life.add("CLICKED", last, latency_ms=to_click)
+                life.add("CLICKED", last, latency_ms=to_click, sent_at=sent)
         if uniform() < funnel.reply * (1.0 if kind == "TECHNICIAN" else self.model.customer_reply_factor):
             to_reply = self.delay(profile.to_replied)
-            life.add("REPLIED", done + to_reply, latency_ms=to_reply)
+            life.add("REPLIED", done + to_reply, latency_ms=to_reply, sent_at=sent)
             engaged += 1
         if kind == "CUSTOMER":
             if uniform() < funnel.unsubscribe:
-                life.add("UNSUBSCRIBED", last + self.delay(profile.to_unsubscribed))
+                life.add("UNSUBSCRIBED", last + self.delay(profile.to_unsubscribed), sent_at=sent)
                 engaged += 1
             if uniform() < funnel.complain:
-                life.add("COMPLAINED", done + self.delay(profile.to_complained))
+                life.add("COMPLAINED", done + self.delay(profile.to_complained), sent_at=sent)
                 engaged += 1
         if engaged > 1:  # independent engagement delays: restore occurred_at order (the sort is stable)
             life.events.sort(key=lambda e: e["occurred_at"])

@@ -14,6 +14,7 @@ depend on ``start``), so a test can match each dead letter to the message that c
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -24,7 +25,14 @@ from typing import Any, Final, Protocol
 
 from herald.errors import ConfigError
 from simulator.badinput import DEFAULT_MAX_BYTES, BadMessage, iter_bad_messages
-from simulator.model import DEFAULT_MODEL, TrafficModel, generate, generate_notifications
+from simulator.model import (
+    DEFAULT_MODEL,
+    Notification,
+    TrafficModel,
+    generate,
+    generate_notifications,
+    in_time_order,
+)
 from simulator.scenarios import AnomalyWindow, Scenario, build_scenario
 
 UNPACED_RATE_PER_S: Final = 200.0  # simulated arrivals per second when emitting as fast as possible
@@ -124,6 +132,8 @@ def simulate(
     progress_every_s: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    live: bool = False,
+    speedup: float = 1.0,
 ) -> SimulationSummary:
     """Emit ``duration_s`` seconds of traffic requested at ``rate_per_s`` notifications per second.
 
@@ -132,32 +142,55 @@ def simulate(
     (occurred_at then spaced at UNPACED_RATE_PER_S). One bad message follows every
     ``invalid_every`` valid events (0 = none, or BAD_INPUT_EVERY for the bad_input and mixed
     scenarios). Flushes at the end; ``EmitError`` from the flush propagates.
+
+    ``live=True`` emits like production does: every event when it happens (occurred_at order, so a
+    bounce or an open comes out minutes after its send), and nothing that happens after the run's
+    end (lifecycles still open then are cut, as at any moment of real traffic). ``speedup`` runs
+    the simulated clock that many times faster than the wall clock (60: an hour in a minute),
+    ``math.inf`` as fast as possible; event-time consumers such as the alert monitor see the same
+    stream at any speed.
     """
     if invalid_every < 0 or duration_s < 0:
         raise ConfigError("invalid_every and duration_s must not be negative")
-    paced = bool(rate_per_s)
+    if not speedup > 0:
+        raise ConfigError(f"speedup must be positive, got {speedup}")
+    paced = bool(rate_per_s) and not math.isinf(speedup)
     rate = float(rate_per_s) if rate_per_s else UNPACED_RATE_PER_S
     chosen = _scenario(scenario, duration_s, model)
     every = invalid_every or (BAD_INPUT_EVERY if chosen.bad_input else 0)
     tally = _Tally(emitter, iter_bad_messages(seed, max_bytes))
+    notifications = generate_notifications(model, start, rate, duration_s, seed, scenario=chosen)
+    steps = _live_steps(notifications, start, duration_s) if live else notifications
     began = last_report = clock()
-    for notification in generate_notifications(model, start, rate, duration_s, seed, scenario=chosen):
+    for offset_s, events in steps:
+        due = offset_s / speedup
         if paced:
-            ahead = notification.offset_s - (clock() - began)
+            ahead = due - (clock() - began)
             if ahead > MIN_SLEEP_S:
                 sleep(ahead)
-        for event in notification.events:
+        for event in events:
             tally.emit(event)
             if every and tally.events % every == 0:
                 tally.emit_bad()
         if progress is not None and (now := clock()) - last_report >= progress_every_s:
             last_report = now
-            behind = max(0.0, now - began - notification.offset_s) if paced else 0.0
+            behind = max(0.0, now - began - due) if paced else 0.0
             progress(
                 Progress(tally.by_event_type["REQUESTED"], tally.events, tally.invalid, now - began, behind)
             )
     emitter.flush()
     return tally.summary(chosen, seed, start, clock() - began)
+
+
+def _live_steps(
+    notifications: Iterator[Notification], start: datetime, duration_s: float
+) -> Iterator[tuple[float, list[dict[str, Any]]]]:
+    """Each event alone at its own offset, in occurred_at order, up to the end of the run."""
+    for event in in_time_order(notifications):
+        offset_s = (event["occurred_at"] - start).total_seconds()
+        if offset_s >= duration_s:
+            return
+        yield offset_s, [event]
 
 
 def emit_exact(

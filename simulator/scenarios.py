@@ -84,11 +84,14 @@ def provider_outage(model: TrafficModel, start_s: float, end_s: float) -> Anomal
 
 
 def delivery_drop(model: TrafficModel, start_s: float, end_s: float) -> AnomalyWindow:
-    """The busiest tenant's SMS delivery rate drops to 30 % (carriers reject after SENT)."""
+    """The busiest tenant's delivery rate on its primary SMS provider drops to 30 % (carriers reject
+    after SENT): one series, so one alert."""
     tenant = max(model.tenants, key=lambda t: t.volume).tenant_id
+    channel = _channel(model, "SMS")
+    provider = model.channel(channel).providers[0].name
     effect = Effect(delivered_factor=DELIVERY_DROP_FACTOR)
     return AnomalyWindow(
-        "delivery_drop", start_s, end_s, effect, tenant_id=tenant, channel=_channel(model, "SMS")
+        "delivery_drop", start_s, end_s, effect, tenant_id=tenant, channel=channel, provider=provider
     )
 
 

@@ -187,21 +187,27 @@ def test_outage_fails_the_named_provider_inside_the_window_only() -> None:
     assert outside["DELIVERED"] / sum(outside.values()) > 0.9
 
 
-def test_delivery_drop_lowers_delivery_of_the_named_tenant_and_channel_in_the_window() -> None:
-    """The drop cuts delivered/dispatched to about 30 % of normal for its tenant and channel only."""
+def test_delivery_drop_lowers_delivery_of_the_named_series_in_the_window_only() -> None:
+    """The drop cuts delivered/dispatched to about 30 % of normal for its tenant, channel and provider;
+    the tenant's other provider on that channel keeps delivering."""
     scenario = build_scenario("delivery_drop", 100)
     (window,) = scenario.windows
-    rates: dict[bool, Counter[str]] = {True: Counter(), False: Counter()}
+    assert window.provider is not None
+    counts: dict[tuple[bool, bool], Counter[str]] = defaultdict(Counter)
     for notification in generate_notifications(DEFAULT_MODEL, START, 300, 100, seed=11, scenario=scenario):
         first = notification.events[0]
-        if (first["tenant_id"], first["channel"]) != (window.tenant_id, window.channel):
+        provider = next((e["provider"] for e in notification.events if e.get("provider")), None)
+        if (first["tenant_id"], first["channel"]) != (window.tenant_id, window.channel) or provider is None:
             continue
-        types = Counter(e["event_type"] for e in notification.events)
-        rates[window.start_s <= notification.offset_s < window.end_s].update(types)
-    inside = rates[True]["DELIVERED"] / rates[True]["DISPATCHED"]
-    outside = rates[False]["DELIVERED"] / rates[False]["DISPATCHED"]
-    assert outside > 0.9
-    assert inside == pytest.approx(0.3 * outside, abs=0.05)
+        inside = window.start_s <= notification.offset_s < window.end_s
+        counts[inside, provider == window.provider].update(e["event_type"] for e in notification.events)
+
+    def rate(key: tuple[bool, bool]) -> float:
+        return counts[key]["DELIVERED"] / counts[key]["DISPATCHED"]
+
+    assert rate((False, True)) > 0.9
+    assert rate((True, True)) == pytest.approx(0.3 * rate((False, True)), abs=0.05)
+    assert rate((True, False)) > 0.9  # the other provider is untouched
 
 
 def test_latency_spike_multiplies_sent_latency_of_the_named_provider() -> None:
@@ -306,3 +312,21 @@ def test_simulate_unpaced_never_sleeps_and_mixes_bad_input_for_bad_input_scenari
     assert summary.notifications == 2000
     assert summary.invalid == summary.events // 100 == len(emitter.raw)
     assert all(headers and headers[0][0] == "sim.bad_kind" for _, _, headers in emitter.raw)
+
+
+def test_live_simulation_emits_in_event_time_order_up_to_the_end_and_runs_faster_with_speedup() -> None:
+    """live=True: every event at its own time, in occurred_at order, nothing after the run's end; at
+    speedup 60 ten simulated minutes take ten wall seconds; the same events as the normal run's, cut."""
+    clock, emitter = FakeClock(), RecordingEmitter()
+    summary = simulate(
+        emitter, start=START, rate_per_s=5, duration_s=600, seed=16, clock=clock, sleep=clock.sleep,
+        live=True, speedup=60,
+    )  # fmt: skip
+    times = [e["occurred_at"] for e in emitter.events]
+    assert times == sorted(times)
+    assert START <= times[0] and times[-1] < START + timedelta(seconds=600)
+    assert clock.now == pytest.approx((times[-1] - START).total_seconds() / 60, abs=0.01)
+    whole = [e for n in generate_notifications(DEFAULT_MODEL, START, 5, 600, 16) for e in n.events]
+    cut = {e["event_id"] for e in whole if e["occurred_at"] < START + timedelta(seconds=600)}
+    assert {e["event_id"] for e in emitter.events} == cut and len(cut) < len(whole)
+    assert summary.notifications == 3000
