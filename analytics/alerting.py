@@ -33,6 +33,8 @@ from analytics.anomaly import Verdict
 from analytics.runbooks import SERIES_METRICS, runbook_key, runbook_url
 
 MINUTE_MS = 60_000
+SEVERITIES = ("none", "minor", "major", "critical")
+NEAR_TIE = 0.1  # scores this close to the worst one count as tied: the headline metric names the alert
 Status = Literal["OPENED", "RESOLVED"]
 
 
@@ -51,10 +53,13 @@ class SeriesKey:
 class AlertPolicy:
     cooldown_minutes: int = 30  # after a resolution, before the series may open a new alert
     resolve_after_minutes: int = 5  # consecutive normal minutes that resolve an open alert
+    confirm_minutes: int = 2  # consecutive anomalous minutes that open a minor alert (major: one)
 
     def __post_init__(self) -> None:
-        if self.cooldown_minutes < 0 or self.resolve_after_minutes < 1:
-            raise ValueError("cooldown_minutes must be >= 0 and resolve_after_minutes >= 1")
+        if self.cooldown_minutes < 0 or self.resolve_after_minutes < 1 or self.confirm_minutes < 1:
+            raise ValueError(
+                "cooldown_minutes must be >= 0, resolve_after_minutes and confirm_minutes >= 1"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,8 @@ class SeriesAlertState:
     normal_minutes: int = 0
     cooldown_until_ms: int = 0
     last_minute_ms: int = -1
+    streak: int = 0  # consecutive anomalous minutes while no alert is open
+    streak_start_ms: int = 0
 
 
 @dataclass
@@ -106,28 +113,37 @@ class AlertTracker:
         anomalous = [(m, v) for m, v in verdicts.items() if v.is_anomaly and not v.warming_up]
         if state.open is None:
             if not anomalous or minute_ms < state.cooldown_until_ms:
+                state.streak = 0
                 return []
+            state.streak += 1
+            if state.streak == 1:
+                state.streak_start_ms = minute_ms
             # Worst first; near-ties (several metrics at the score's ceiling) go to the headline
             # metric, so a delivery-rate drop is reported as that and not as its mirror image.
-            anomalous.sort(key=lambda mv: (-round(mv[1].score, 2), _priority(mv[0])))
+            top = max(v.score for _, v in anomalous)
+            anomalous.sort(key=lambda mv: (mv[1].score < top - NEAR_TIE, _priority(mv[0]), -mv[1].score))
             metric, worst = anomalous[0]
+            severity = max((v.severity for _, v in anomalous), key=SEVERITIES.index)
+            if severity == "minor" and state.streak < self.policy.confirm_minutes:
+                return []  # one weak minute is noise more often than news: wait for a second
+            first = state.streak_start_ms
             state.open = AlertChange(
-                alert_id=alert_id(series, minute_ms),
+                alert_id=alert_id(series, first),
                 status="OPENED",
                 series=series,
                 metric=metric,
                 kind=worst.kind or "level_shift",
-                severity=worst.severity,
+                severity=severity,
                 observed=worst.observed,
                 expected=worst.expected,
                 score=worst.score,
-                window_start_ms=minute_ms,
+                window_start_ms=first,
                 window_end_ms=minute_ms + MINUTE_MS,
-                first_seen_ms=minute_ms,
+                first_seen_ms=first,
                 at_ms=minute_ms,
                 detail="; ".join(_describe(m, v) for m, v in anomalous),
             )
-            state.last_anomalous_ms, state.normal_minutes = minute_ms, 0
+            state.last_anomalous_ms, state.normal_minutes, state.streak = minute_ms, 0, 0
             return [state.open]
         if anomalous:
             state.last_anomalous_ms, state.normal_minutes = minute_ms, 0
@@ -151,7 +167,8 @@ def _priority(metric: str) -> int:
 
 
 def _describe(metric: str, verdict: Verdict) -> str:
-    return f"{metric} {verdict.kind} {verdict.observed:.4g} vs {verdict.expected:.4g} (score {verdict.score:.3f})"
+    observed, expected = f"{verdict.observed:.4g}", f"{verdict.expected:.4g}"
+    return f"{metric} {verdict.kind} {observed} vs {expected} (score {verdict.score:.3f})"
 
 
 def alert_id(series: SeriesKey, opened_minute_ms: int) -> str:

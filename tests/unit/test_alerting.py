@@ -55,6 +55,29 @@ def test_the_alert_names_the_worst_metric_and_its_runbook() -> None:
     assert opened.runbook_key == "delivery_rate.drop"
 
 
+def test_a_clearly_worse_metric_names_the_alert_but_near_ties_go_to_the_headline_metric() -> None:
+    weak_drop = Verdict(0, 0.80, 0.95, 0.70, -5.0, "drop", "minor", False)
+    (opened,) = AlertTracker().observe(S, 0, {"delivery_rate": weak_drop, "failure_rate": SPIKE})
+    assert (opened.metric, opened.severity) == ("failure_rate", "major")
+    assert opened.detail.startswith("failure_rate spike") and "delivery_rate drop" in opened.detail
+
+
+MINOR = Verdict(0, 0.80, 0.95, 0.55, -4.2, "drop", "minor", False)
+
+
+def test_a_minor_anomaly_must_last_two_minutes_and_the_alert_starts_at_its_first() -> None:
+    """One weak minute alone opens nothing; two in a row open an alert that starts at the first."""
+    tracker = AlertTracker(AlertPolicy(confirm_minutes=2))
+    assert minutes(tracker, S, 0, [{"open_rate": MINOR}, {"open_rate": NORMAL}]) == []
+    (opened,) = minutes(tracker, S, 5, [{"open_rate": MINOR}, {"open_rate": MINOR}])
+    assert (opened.first_seen_ms, opened.window_start_ms, opened.at_ms) == (
+        5 * MINUTE_MS,
+        5 * MINUTE_MS,
+        6 * MINUTE_MS,
+    )
+    assert opened.alert_id == alert_id(S, 5 * MINUTE_MS) and opened.severity == "minor"
+
+
 def test_cooldown_keeps_a_recurring_anomaly_from_paging_again_at_once() -> None:
     """After a resolution the series stays quiet for the cooldown, then may open a new alert."""
     tracker = AlertTracker(AlertPolicy(cooldown_minutes=10, resolve_after_minutes=1))
