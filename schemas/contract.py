@@ -2,8 +2,9 @@
 
 Avro decoding proves the shape; these checks catch values that decode fine but would poison the
 warehouse (an UNKNOWN type from a newer writer, an empty tenant, a timestamp in 1970, a negative
-latency). Both the emitter and the ingest agent run them, so a service learns of a bad event at
-emit time and a bad event that still reaches the log is dead-lettered, never written.
+latency, a ``sent_at`` after the outcome that follows the send). Both the emitter and the ingest
+agent run them, so a service learns of a bad event at emit time and a bad event that still reaches
+the log is dead-lettered, never written.
 """
 
 from __future__ import annotations
@@ -63,12 +64,20 @@ def contract_violations(event: Mapping[str, Any], now: datetime) -> list[str]:
     occurred = event.get("occurred_at")
     if not isinstance(occurred, datetime):
         problems.append("occurred_at: missing or not a timestamp")
+        occurred = None
     elif occurred < EARLIEST or occurred > now + MAX_FUTURE_SKEW:
         problems.append(f"occurred_at: {occurred.isoformat()} is outside [2000-01-01, now + 1 day]")
+        occurred = None  # already reported: no second problem for sent_at's order against it
     for field in ("latency_ms", "cost_micros", "template_version", "campaign_step"):
         value = event.get(field)
         if value is not None and value < 0:
             problems.append(f"{field}: {value} is negative")
+    sent_at = event.get("sent_at")  # optional: absent from older writers and from events before a send
+    if sent_at is not None:
+        if not isinstance(sent_at, datetime):
+            problems.append("sent_at: not a timestamp")
+        elif sent_at < EARLIEST or (occurred is not None and sent_at > occurred):
+            problems.append(f"sent_at: {sent_at.isoformat()} is outside [2000-01-01, occurred_at]")
     if event.get("event_type") in ("FAILED", "BOUNCED") and not event.get("error"):
         problems.append(f"error: required for {event.get('event_type')} events")
     return problems

@@ -24,9 +24,13 @@ log = structlog.get_logger("herald.replay")
 PROJECTION_OBJECTS = (  # views first: a materialized view must not outlive its tables
     "VIEW delivery_minute_mv",
     "VIEW delivery_hour_mv",
+    "VIEW delivery_cohort_minute_mv",
     "VIEW delivery_rates_hourly",
+    "VIEW engagement_by_send_minute",
+    "VIEW latency_minute",
     "TABLE delivery_minute",
     "TABLE delivery_hour",
+    "TABLE delivery_cohort_minute",
     "TABLE events",
     "TABLE ingest_batches",
 )
@@ -47,7 +51,9 @@ def rebuild_tables(warehouse: Warehouse) -> None:
     for obj in PROJECTION_OBJECTS:
         kind, name = obj.split()
         warehouse.command(f"DROP {kind} IF EXISTS {name}")
-    for migration in discover():  # every statement is IF NOT EXISTS: only the dropped objects come back
+    # Every statement is idempotent (IF NOT EXISTS, or DROP VIEW IF EXISTS of a materialized view that
+    # the next statement creates again), so only the dropped objects come back.
+    for migration in discover():
         for statement in migration.statements():
             warehouse.command(statement)
 

@@ -145,16 +145,68 @@ def test_engagement_rates_divide_by_delivered(env: Env) -> None:
     assert totals["click_rate"] == pytest.approx(count_of(env, A, "CLICKED") / delivered)
 
 
-def test_latency_average_and_percentiles_match_raw_events(env: Env) -> None:
-    """The rollup's average delivery latency equals avg(latency_ms); percentiles equal quantiles()."""
-    stages = env.get(f"/api/v1/tenants/{A}/latency").json()["totals"]
-    where = "tenant_id = {t:String} AND event_type = 'DELIVERED' AND latency_ms IS NOT NULL"
-    assert stages["delivery"]["avg_ms"] == pytest.approx(
-        env.raw(f"SELECT avg(latency_ms) FROM events WHERE {where}", t=A)
+# Percentiles come from merged t-digest sketches: approximate. Measured here, against the exact
+# interpolated quantiles of 1,200 to 5,700 latencies per stage: p50 within 0.6 %, p95 within 1 %,
+# p99 within 0.4 %. The test allows 5 % (p50, p95) and 10 % (p99).
+TOLERANCE = {"p50_ms": 0.05, "p95_ms": 0.05, "p99_ms": 0.10}
+STAGE_EVENTS = {"send": "'SENT'", "delivery": "'DELIVERED'", "response": "'OPENED', 'REPLIED'"}
+
+
+def exact_latency(
+    env: Env, stage: str, tenant: str = A, start: datetime | None = None, end: datetime | None = None
+) -> tuple[int, float, list[float]]:
+    """count, avg and exact (interpolated) p50/p95/p99 of a stage's latency_ms in the raw events."""
+    where = f"tenant_id = {{t:String}} AND event_type IN ({STAGE_EVENTS[stage]}) AND latency_ms IS NOT NULL"
+    if start is not None and end is not None:
+        where += " AND occurred_at >= {s:DateTime64(3, 'UTC')} AND occurred_at < {e:DateTime64(3, 'UTC')}"
+    (row,) = env.warehouse.rows(
+        f"SELECT count(), avg(latency_ms), quantilesExactInclusive(0.5, 0.95, 0.99)(latency_ms) "
+        f"FROM events WHERE {where}",
+        {"t": tenant, "s": start, "e": end},
     )
-    p = env.raw(f"SELECT quantiles(0.5, 0.95, 0.99)(latency_ms) FROM events WHERE {where}", t=A)
-    assert [stages["delivery"][k] for k in ("p50_ms", "p95_ms", "p99_ms")] == pytest.approx(list(p))
-    assert stages["send"]["count"] > 0 and stages["send"]["p50_ms"] <= stages["send"]["p99_ms"]
+    return int(row[0]), float(row[1]), [float(q) for q in row[2]]
+
+
+def test_latency_average_and_percentiles_match_raw_events(env: Env) -> None:
+    """Counts and averages equal the raw events exactly; p50/p95/p99 (merged sketches) are within
+    TOLERANCE of the exact quantiles, for send, delivery and response (delivered->opened/replied)."""
+    stages = env.get(f"/api/v1/tenants/{A}/latency").json()["totals"]
+    for stage in ("send", "delivery", "response"):
+        count, avg, exact = exact_latency(env, stage)
+        assert count > 1000, stage
+        assert stages[stage]["count"] == count
+        if stage != "response":  # the rollup keeps no sum of response latency
+            assert stages[stage]["avg_ms"] == pytest.approx(avg)
+        for key, q in zip(("p50_ms", "p95_ms", "p99_ms"), exact, strict=True):
+            assert stages[stage][key] == pytest.approx(q, rel=TOLERANCE[key]), (stage, key)
+
+
+def test_latency_series_adds_p95_per_bucket_and_keeps_the_averages(env: Env) -> None:
+    """Each bucket keeps send_avg_ms / delivery_avg_ms and gains send/delivery/response p95."""
+    series = env.get(f"/api/v1/tenants/{A}/latency").json()["series"]
+    assert series
+    for point in series:
+        assert {"bucket", "send_avg_ms", "delivery_avg_ms"} <= set(point)
+        assert {"send_p95_ms", "delivery_p95_ms", "response_p95_ms"} <= set(point)
+    busiest = max(series, key=lambda p: p["delivery_p95_ms"] or 0)
+    start = datetime.fromisoformat(busiest["bucket"])
+    _, _, exact = exact_latency(env, "delivery", start=start, end=start + timedelta(hours=1))
+    assert busiest["delivery_p95_ms"] == pytest.approx(exact[1], rel=TOLERANCE["p95_ms"])
+
+
+def test_hour_buckets_over_a_range_off_the_hour_cover_exactly_the_range(env: Env) -> None:
+    """bucket=hour reads whole hours from delivery_hour and the partial hours from delivery_minute: the
+    counts equal the minute buckets' and the raw events' over the same [from, to), exactly."""
+    start, end = START + timedelta(minutes=7), START + timedelta(hours=2, minutes=43)
+    window = {"from": start.isoformat(), "to": end.isoformat()}
+    by_hour = env.get(f"/api/v1/tenants/{A}/latency", bucket="hour", **window).json()
+    by_minute = env.get(f"/api/v1/tenants/{A}/latency", bucket="minute", **window).json()
+    for stage in ("send", "delivery", "response"):
+        count, _, exact = exact_latency(env, stage, start=start, end=end)
+        assert by_hour["totals"][stage]["count"] == by_minute["totals"][stage]["count"] == count > 0
+        for key, q in zip(("p50_ms", "p95_ms", "p99_ms"), exact, strict=True):
+            assert by_hour["totals"][stage][key] == pytest.approx(q, rel=TOLERANCE[key]), (stage, key)
+    assert [p["bucket"] for p in by_hour["series"]][:1] == [START.isoformat()]
 
 
 def test_provider_health_counts_errors_against_dispatched(env: Env) -> None:

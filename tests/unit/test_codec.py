@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -46,6 +46,7 @@ def full_event(**overrides: object) -> dict[str, object]:
         "reason": None,
         "policy_version": None,
         "source": "notifier",
+        "sent_at": NOW - timedelta(seconds=3),
     }
     event.update(overrides)
     return event
@@ -158,6 +159,24 @@ def test_contract_accepts_a_full_event() -> None:
     assert contract_violations(full_event(), NOW) == []
 
 
+def test_sent_at_is_optional_and_may_equal_occurred_at() -> None:
+    """sent_at absent (older writers, events before a send) or equal to occurred_at is fine."""
+    assert contract_violations(full_event(sent_at=None), NOW) == []
+    no_field = full_event()
+    del no_field["sent_at"]
+    assert contract_violations(no_field, NOW) == []
+    assert contract_violations(full_event(event_type="SENT", sent_at=NOW), NOW) == []
+
+
+def test_a_v1_record_without_sent_at_decodes_with_sent_at_none() -> None:
+    """A record of history/lifecycle_event.v1 (before sent_at) is read into the current shape."""
+    v1 = AvroCodec(load_schema(AVRO_DIR / "history" / "lifecycle_event.v1.avsc"))
+    event = full_event()
+    del event["sent_at"]
+    decoded = lifecycle_codec().decode(v1.encode(event))
+    assert decoded == {**event, "sent_at": None}
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
@@ -169,6 +188,9 @@ def test_contract_accepts_a_full_event() -> None:
         ({"occurred_at": datetime(2026, 12, 5, tzinfo=UTC)}, "occurred_at"),
         ({"latency_ms": -5}, "latency_ms"),
         ({"event_type": "BOUNCED", "error": None}, "error"),
+        ({"sent_at": NOW + timedelta(milliseconds=1)}, "sent_at"),
+        ({"sent_at": 1_700_000_000_000}, "sent_at"),
+        ({"sent_at": datetime(1970, 1, 1, tzinfo=UTC)}, "sent_at"),
     ],
 )
 def test_contract_names_the_field_that_is_wrong(overrides: dict[str, object], field: str) -> None:

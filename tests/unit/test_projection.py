@@ -60,12 +60,21 @@ def test_insert_token_is_deterministic_in_the_offset_ranges() -> None:
 
 
 def test_migrations_are_numbered_and_split_into_statements() -> None:
-    """Migration files are discovered in order and every statement is idempotent."""
+    """Migration files are discovered in order and every statement is idempotent: CREATE and ALTER with
+    IF NOT EXISTS, DROP (of a materialized view the migration then creates again) with IF EXISTS."""
     migrations = discover()
     assert [m.version for m in migrations] == sorted(m.version for m in migrations)
     for m in migrations:
-        for statement in m.statements():
-            assert "IF NOT EXISTS" in statement, statement[:60]
+        statements = m.statements()
+        for i, statement in enumerate(statements):
+            guard = "IF EXISTS" if statement.startswith("DROP ") else "IF NOT EXISTS"
+            assert guard in statement, statement[:60]
+            if statement.startswith("DROP "):
+                name = statement.split()[-1]
+                assert any(f"IF NOT EXISTS {name} " in later for later in statements[i + 1 :]), statement
+            if statement.startswith("ALTER "):
+                clauses = statement.count("ADD COLUMN")
+                assert clauses == statement.count("ADD COLUMN IF NOT EXISTS") > 0, statement[:60]
 
 
 def test_read_only_guard_allows_queries_and_refuses_writes() -> None:
