@@ -3,8 +3,11 @@
 Every value reaches the engine as a server-side parameter (``{name:Type}``); the only text put into SQL
 is chosen from constants here (column and bucket function names), never from a request.
 ``delivery_minute`` is a SummingMergeTree whose rows of one key are folded lazily, so it is always read
-with ``sum(...) ... GROUP BY``. Percentiles and error classes are not in the rollup and come from
-``events``. A tenant of None means every tenant (global callers only; the API checks that).
+with ``sum(...) ... GROUP BY`` (its latency sketches with ``quantilesTDigestMerge``). Error classes are
+not in the rollup and come from ``events``. A tenant of None means every tenant (global callers only;
+the API checks that).
+Alerts are read from the ``alerts_current`` view (one row per alert, duplicates of a monitor restart
+folded), never from ``alerts`` directly.
 """
 
 from __future__ import annotations
@@ -19,10 +22,29 @@ from projections.warehouse import Warehouse
 
 Bucket = Literal["minute", "hour"]
 Channel = Literal["EMAIL", "SMS", "PUSH"]
+AlertStatus = Literal["open", "resolved", "all"]
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_RANGE: dict[str, timedelta] = {"minute": timedelta(days=7), "hour": timedelta(days=366)}
 _BUCKET_FN = {"minute": "toStartOfMinute", "hour": "toStartOfHour"}
 _COUNTS = ("requested", "dispatched", "sent", "delivered", "failed", "bounced", "opened", "clicked")
+_LATENCY_DIGESTS = ("send_latency_digest", "delivery_latency_digest", "response_latency_digest")
+_DIGEST_MERGE = "quantilesTDigestMerge(0.5, 0.95, 0.99)"  # the levels the rollups' sketches were built with
+_ALERT_STATUS_WHERE = {"open": "resolved_at IS NULL", "resolved": "resolved_at IS NOT NULL"}
+_ALERT_TIMES = ("window_start", "window_end", "first_seen", "resolved_at")
+_ALERT_NUMBERS = ("observed", "expected", "score")
+_ALERT_COLUMNS = (
+    "alert_id",
+    "tenant_id",
+    "channel",
+    "provider",
+    "metric",
+    "kind",
+    "severity",
+    *_ALERT_NUMBERS,
+    *_ALERT_TIMES,
+    "dashboard_url",
+    "runbook_url",
+)
 
 
 class FilterError(ValueError):
@@ -126,37 +148,48 @@ def engagement(warehouse: Warehouse, tenant: str | None, filters: Filters) -> di
 
 
 def latency(warehouse: Warehouse, tenant: str | None, filters: Filters) -> dict[str, Any]:
-    """Send (requested->sent, on SENT) and delivery (sent->delivered, on DELIVERED) latency in ms:
-    averages per bucket and overall from the rollup's sums, p50/p95/p99 from the raw events."""
-    where, params = _where(tenant, filters, "minute")
+    """Latency in ms of three stages: send (requested->sent, on SENT), delivery (sent->delivered, on
+    DELIVERED) and response (delivered->opened/replied, on OPENED and REPLIED).
+
+    ``series``: per bucket, the send and delivery averages (exact, from the rollup's sums) and each
+    stage's p95. ``totals``: per stage over the range, ``count``, ``avg_ms`` (send and delivery only:
+    the rollup keeps no response sum; the response count is OPENED + REPLIED events) and p50/p95/p99.
+    Percentiles merge the rollups' t-digest sketches, so they are approximate (within a few percent) and
+    never scan the raw events. Minute buckets read delivery_minute; hour buckets read
+    delivery_hour for the whole hours of the range and delivery_minute for the partial hours at its ends,
+    so both cover exactly [from, to). Rows written before migration 0005 carry no sketch: a range that
+    reaches back before it gets the percentiles of the events written since.
+    """
+    source, params = _latency_source(tenant, filters)
+    sums = (
+        "sum(send_latency_ms_sum), sum(send_latency_count), sum(delivery_latency_ms_sum), "
+        "sum(delivery_latency_count), sum(opened) + sum(replied), "
+        + ", ".join(f"{_DIGEST_MERGE}({d})" for d in _LATENCY_DIGESTS)
+    )
     rows = warehouse.rows(
-        f"SELECT {_BUCKET_FN[filters.bucket]}(minute) AS bucket, "
-        "sum(send_latency_ms_sum), sum(send_latency_count), "
-        "sum(delivery_latency_ms_sum), sum(delivery_latency_count) "
-        f"FROM delivery_minute WHERE {where} GROUP BY bucket ORDER BY bucket",
+        f"SELECT {_BUCKET_FN[filters.bucket]}(t) AS bucket, {sums} FROM {source} "
+        "GROUP BY bucket ORDER BY bucket",
         params,
     )
     series = [
-        {"bucket": _iso(b), "send_avg_ms": rate(ss, sc), "delivery_avg_ms": rate(ds, dc)}
-        for b, ss, sc, ds, dc in rows
-    ]
-    ev_where, ev_params = _where(tenant, filters, "occurred_at")
-    stages: dict[str, dict[str, Any]] = {}
-    for stage, event_type, at in (("send", "SENT", 1), ("delivery", "DELIVERED", 3)):
-        total_ms = sum(int(r[at]) for r in rows)
-        count = sum(int(r[at + 1]) for r in rows)
-        p = warehouse.rows(
-            "SELECT quantiles(0.5, 0.95, 0.99)(latency_ms) FROM events "
-            f"WHERE {ev_where} AND event_type = {{event_type:String}} AND latency_ms IS NOT NULL",
-            {**ev_params, "event_type": event_type},
-        )[0][0]
-        stages[stage] = {
-            "count": count,
-            "avg_ms": rate(total_ms, count),
-            "p50_ms": _number(p[0]),
-            "p95_ms": _number(p[1]),
-            "p99_ms": _number(p[2]),
+        {
+            "bucket": _iso(b),
+            "send_avg_ms": rate(ss, sc),
+            "delivery_avg_ms": rate(ds, dc),
+            "send_p95_ms": _number(send[1]),
+            "delivery_p95_ms": _number(delivery[1]),
+            "response_p95_ms": _number(response[1]),
         }
+        for b, ss, sc, ds, dc, _, send, delivery, response in rows
+    ]
+    ((ss, sc, ds, dc, responses, send, delivery, response),) = warehouse.rows(
+        f"SELECT {sums} FROM {source}", params
+    )
+    stages: dict[str, dict[str, Any]] = {
+        "send": {"count": int(sc), "avg_ms": rate(ss, sc), **_percentiles(send)},
+        "delivery": {"count": int(dc), "avg_ms": rate(ds, dc), **_percentiles(delivery)},
+        "response": {"count": int(responses), **_percentiles(response)},
+    }
     return _answer(tenant, filters, series=series, totals=stages)
 
 
@@ -199,6 +232,57 @@ def provider_health(warehouse: Warehouse, tenant: str | None, filters: Filters) 
     return _answer(tenant, filters, providers=providers)
 
 
+def alerts(
+    warehouse: Warehouse,
+    tenant: str | None,
+    filters: Filters,
+    status: AlertStatus = "all",
+    limit: int = 100,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Alerts of the range, newest (``first_seen``) first, at most ``limit``.
+
+    An alert is in the range when [first_seen, resolved_at] overlaps [from, to); an open alert lasts
+    until ``now`` (default: the wall clock). ``status`` is ``open`` (no RESOLVED row yet), ``resolved``
+    or ``all``; each alert's ``status`` is ``open`` or ``resolved`` the same way, and ``resolved_at``
+    is None while it is open. ``filters.bucket`` plays no part.
+    """
+    clauses = [
+        "first_seen < {end:DateTime64(3, 'UTC')}",
+        "coalesce(resolved_at, {now:DateTime64(3, 'UTC')}) >= {start:DateTime64(3, 'UTC')}",
+    ]
+    if status in _ALERT_STATUS_WHERE:
+        clauses.append(_ALERT_STATUS_WHERE[status])
+    params: dict[str, Any] = {
+        "start": filters.start,
+        "end": filters.end,
+        "now": now or datetime.now(UTC),
+        "limit": limit,
+    }
+    scope = (("tenant_id", tenant), ("channel", filters.channel), ("provider", filters.provider))
+    for column, value in scope:  # column names are the constants above, values are parameters
+        if value is not None:
+            clauses.append(f"{column} = {{{column}:String}}")
+            params[column] = value
+    rows = warehouse.rows(
+        f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts_current WHERE {' AND '.join(clauses)} "
+        "ORDER BY first_seen DESC, alert_id LIMIT {limit:UInt32}",
+        params,
+    )
+    found = []
+    for row in rows:
+        alert = dict(zip(_ALERT_COLUMNS, row, strict=True))
+        for name in _ALERT_NUMBERS:
+            alert[name] = _number(alert[name])
+        for name in _ALERT_TIMES:
+            alert[name] = None if alert[name] is None else _iso(alert[name])
+        alert["status"] = "open" if alert["resolved_at"] is None else "resolved"
+        found.append({"alert_id": alert.pop("alert_id"), "status": alert.pop("status"), **alert})
+    window = {k: v for k, v in filters.echo().items() if k != "bucket"}
+    return {"tenant": tenant, **window, "status": status, "limit": limit, "alerts": found}
+
+
 def tenants(warehouse: Warehouse) -> list[str]:
     """Every tenant with rows in the rollup."""
     return [str(t) for (t,) in warehouse.rows("SELECT DISTINCT tenant_id FROM delivery_minute ORDER BY 1")]
@@ -231,11 +315,49 @@ def _totals(series: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, A
     return {n: sum(p[n] for p in series) for n in names}
 
 
-def _where(tenant: str | None, filters: Filters, time_column: str) -> tuple[str, dict[str, Any]]:
-    """The WHERE clause over ``time_column`` (``minute`` of the rollup or ``occurred_at`` of events)."""
-    kind = "DateTime('UTC')" if time_column == "minute" else "DateTime64(3, 'UTC')"
-    clauses = [f"{time_column} >= {{start:{kind}}}", f"{time_column} < {{end:{kind}}}"]
-    params: dict[str, Any] = {"start": filters.start, "end": filters.end}
+def _latency_source(tenant: str | None, filters: Filters) -> tuple[str, dict[str, Any]]:
+    """A subquery of the rollup rows covering exactly [start, end), with their time as ``t``.
+
+    Hour buckets take the whole hours inside the range from delivery_hour (60 times fewer sketches to
+    merge) and the minutes of the partial hours at either end from delivery_minute.
+    """
+    columns = (
+        "send_latency_ms_sum, send_latency_count, delivery_latency_ms_sum, delivery_latency_count, "
+        "opened, replied, " + ", ".join(_LATENCY_DIGESTS)
+    )
+    scope, params = _scope(tenant, filters)
+    params |= {"start": filters.start, "end": filters.end}
+    floor_end = filters.end.replace(minute=0)  # start and end are whole minutes already
+    ceil_start = filters.start + (-filters.start.minute % 60) * timedelta(minutes=1)
+    if filters.bucket == "minute" or ceil_start >= floor_end:
+        where = " AND ".join(["minute >= {start:DateTime('UTC')}", "minute < {end:DateTime('UTC')}", *scope])
+        return f"(SELECT minute AS t, {columns} FROM delivery_minute WHERE {where})", params
+    params |= {"hour_start": ceil_start, "hour_end": floor_end}
+    hours = " AND ".join(
+        ["hour >= {hour_start:DateTime('UTC')}", "hour < {hour_end:DateTime('UTC')}", *scope]
+    )
+    edges = " AND ".join(
+        [
+            "((minute >= {start:DateTime('UTC')} AND minute < {hour_start:DateTime('UTC')}) "
+            "OR (minute >= {hour_end:DateTime('UTC')} AND minute < {end:DateTime('UTC')}))",
+            *scope,
+        ]
+    )
+    return (
+        f"(SELECT hour AS t, {columns} FROM delivery_hour WHERE {hours} "
+        f"UNION ALL SELECT minute AS t, {columns} FROM delivery_minute WHERE {edges})",
+        params,
+    )
+
+
+def _percentiles(quantiles: list[float]) -> dict[str, float | None]:
+    return {"p50_ms": _number(quantiles[0]), "p95_ms": _number(quantiles[1]), "p99_ms": _number(quantiles[2])}
+
+
+def _scope(tenant: str | None, filters: Filters) -> tuple[list[str], dict[str, Any]]:
+    """The tenant, channel and provider conditions (column names are constants, values parameters)."""
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
     if tenant is not None:
         clauses.append("tenant_id = {tenant:String}")
         params["tenant"] = tenant
@@ -245,7 +367,15 @@ def _where(tenant: str | None, filters: Filters, time_column: str) -> tuple[str,
     if filters.provider is not None:
         clauses.append("provider = {provider:String}")
         params["provider"] = filters.provider
-    return " AND ".join(clauses), params
+    return clauses, params
+
+
+def _where(tenant: str | None, filters: Filters, time_column: str) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause over ``time_column`` (``minute`` of the rollup or ``occurred_at`` of events)."""
+    kind = "DateTime('UTC')" if time_column == "minute" else "DateTime64(3, 'UTC')"
+    scope, params = _scope(tenant, filters)
+    clauses = [f"{time_column} >= {{start:{kind}}}", f"{time_column} < {{end:{kind}}}", *scope]
+    return " AND ".join(clauses), {"start": filters.start, "end": filters.end, **params}
 
 
 def _answer(tenant: str | None, filters: Filters, **body: Any) -> dict[str, Any]:
@@ -261,5 +391,5 @@ def _iso(value: datetime) -> str:
 
 
 def _number(value: Any) -> float | None:
-    """A quantile as JSON: NaN (no values in range) becomes None."""
-    return None if value is None or math.isnan(float(value)) else float(value)
+    """A float as JSON: NaN (a quantile with no values in range) and infinities become None."""
+    return None if value is None or not math.isfinite(float(value)) else float(value)

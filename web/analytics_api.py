@@ -2,7 +2,7 @@
 
 Every endpoint needs an API key (see web/auth.py): a tenant-scoped key reads only its own tenant and
 gets 403, with no data, for any other; a global (operator/admin) key reads every tenant. Without a
-keys file every endpoint answers 503.
+keys file every endpoint answers 503. ``/api/v1/alerts`` spans every tenant and so needs a global key.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the dependency aliases defined inside
@@ -11,15 +11,25 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from projections import queries
-from projections.queries import Bucket, FilterError, FilterParams, Filters
+from projections.queries import AlertStatus, Bucket, FilterError, FilterParams, Filters
 from projections.warehouse import Warehouse
 from web.auth import TENANT_PATTERN, ApiAuth, Principal, Role, forbid
+
+MAX_ALERTS = 1000
+ALERTS_DESCRIPTION = """One entry per alert (its OPENED and RESOLVED rows folded into one, duplicates of a
+monitor restart shown once), newest ``first_seen`` first.
+
+An alert is in the range when [first_seen, resolved_at] overlaps [from, to); an open alert lasts until
+now. ``status`` is ``open`` or ``resolved``; ``resolved_at`` is null while the alert is open.
+``observed`` and ``expected`` are in the metric's unit: rates as fractions (0.95), ``latency_p95`` in
+ms, ``volume`` in messages per minute. ``runbook_url`` is the runbook of the alert's metric and kind,
+``dashboard_url`` the delivery dashboard filtered to the alert's tenant, channel and provider."""
 
 
 def analytics_router(
@@ -47,7 +57,23 @@ def analytics_router(
         ] = None,
         bucket: Annotated[Bucket, Query(description="Series resolution")] = "hour",
     ) -> Filters:
-        raw = {"channel": channel, "provider": provider, "from": start, "to": end, "bucket": bucket}
+        return resolve({"channel": channel, "provider": provider, "from": start, "to": end, "bucket": bucket})
+
+    def alert_filters(
+        channel: Annotated[str | None, Query(description="EMAIL, SMS or PUSH")] = None,
+        provider: Annotated[str | None, Query(description="Delivery provider name")] = None,
+        start: Annotated[
+            datetime | None, Query(alias="from", description="ISO time, inclusive; default to - 24 h")
+        ] = None,
+        end: Annotated[
+            datetime | None, Query(alias="to", description="ISO time, exclusive; default now")
+        ] = None,
+    ) -> Filters:
+        """The same filters without ``bucket``: an alert list has no series to bucket."""
+        return resolve({"channel": channel, "provider": provider, "from": start, "to": end})
+
+    def resolve(raw: dict[str, Any]) -> Filters:
+        """Validated, defaulted filters; a bad value is a 422 naming its query parameter."""
         try:
             return FilterParams.model_validate(raw).resolved(clock())
         except ValidationError as exc:
@@ -62,8 +88,26 @@ def analytics_router(
                 [{"type": "value_error", "loc": ("query", exc.field), "msg": exc.message, "input": raw}]
             ) from None
 
+    def global_access(caller: Caller) -> Principal:
+        if not caller.is_global:
+            raise HTTPException(
+                status_code=403,
+                detail=f"key {caller.name} is scoped to tenant {caller.tenant}; /api/v1/alerts spans "
+                "every tenant and needs a global (operator or admin) key: use "
+                f"/api/v1/tenants/{caller.tenant}/alerts",
+            )
+        forbid(caller, Role.OPERATOR, None)
+        return caller
+
     Tenant = Annotated[str, Depends(tenant_access)]  # noqa: N806 - a type alias, named as one
     Filter = Annotated[Filters, Depends(filters)]  # noqa: N806 - a type alias, named as one
+    AlertFilter = Annotated[Filters, Depends(alert_filters)]  # noqa: N806 - a type alias, named as one
+    Status = Annotated[  # noqa: N806 - a type alias, named as one
+        AlertStatus, Query(description="open (not resolved yet), resolved, or all")
+    ]
+    Limit = Annotated[  # noqa: N806 - a type alias, named as one
+        int, Query(ge=1, le=MAX_ALERTS, description=f"At most this many alerts (1..{MAX_ALERTS})")
+    ]
 
     @router.get("/tenants", summary="Tenants visible to the caller")
     def list_tenants(caller: Caller) -> dict[str, list[str]]:
@@ -90,5 +134,29 @@ def analytics_router(
     def providers(tenant: Tenant, f: Filter) -> dict[str, Any]:
         """error_rate = (failed + bounced) / dispatched, with the top error classes per provider."""
         return queries.provider_health(warehouse, tenant, f)
+
+    @router.get(
+        "/tenants/{tenant}/alerts",
+        summary="The tenant's alerts: open and resolved, with runbook and dashboard links",
+        description=ALERTS_DESCRIPTION,
+    )
+    def tenant_alerts(
+        tenant: Tenant, f: AlertFilter, status: Status = "all", limit: Limit = 100
+    ) -> dict[str, Any]:
+        return queries.alerts(warehouse, tenant, f, status, limit, now=clock())
+
+    @router.get(
+        "/alerts",
+        summary="Alerts of every tenant (global operator or admin keys only)",
+        description=ALERTS_DESCRIPTION + "\n\nA tenant-scoped key gets 403: it reads "
+        "``/api/v1/tenants/{tenant}/alerts`` instead.",
+    )
+    def all_alerts(
+        _: Annotated[Principal, Depends(global_access)],
+        f: AlertFilter,
+        status: Status = "all",
+        limit: Limit = 100,
+    ) -> dict[str, Any]:
+        return queries.alerts(warehouse, None, f, status, limit, now=clock())
 
     return router

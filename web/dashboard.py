@@ -25,13 +25,20 @@ RUNBOOK_DIR = Path(__file__).resolve().parents[1] / "docs" / "runbooks"
 LOCAL_RUNBOOK_BASE = "/dashboard/"
 """runbook_url(key, LOCAL_RUNBOOK_BASE) = /dashboard/docs/runbooks/<page>.md#<anchor>, served below."""
 
+INDEX_SECTIONS: dict[str, str] = {
+    "index.alerts": "docs/runbooks/README.md#alerts",
+}
+"""Sections of the runbook index a panel may link instead of one alert's runbook, keyed like RUNBOOKS."""
+
 PANEL_RUNBOOKS: dict[str, str] = {
+    "alerts": "index.alerts",  # lists every kind of alert: the index section, each row links its own
     "delivery": "delivery_rate.drop",
     "engagement": "open_rate.drop",
     "latency": "latency_p95.spike",
     "providers": "provider.error_rate_high",
 }
-"""Dashboard panel -> RUNBOOKS key of the alert that most often sends on-call to that panel."""
+"""Dashboard panel -> RUNBOOKS key of the alert that most often sends on-call to that panel, or an
+INDEX_SECTIONS key."""
 
 REFRESH_S = 10
 _STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
@@ -44,7 +51,7 @@ def dashboard_router(runbook_base_url: str = LOCAL_RUNBOOK_BASE) -> APIRouter:
     config = {
         "refresh_s": REFRESH_S,
         "runbooks": {
-            panel: {"key": key, "url": runbook_url(key, runbook_base_url)}
+            panel: {"key": key, "url": panel_runbook_url(key, runbook_base_url)}
             for panel, key in PANEL_RUNBOOKS.items()
         },
     }
@@ -73,6 +80,17 @@ def dashboard_router(runbook_base_url: str = LOCAL_RUNBOOK_BASE) -> APIRouter:
         return render_markdown(path.read_text(encoding="utf-8"), title=name)
 
     return router
+
+
+def panel_runbook_url(key: str, base_url: str) -> str:
+    """The URL a panel links: an index section's, else the alert runbook's (runbook_url).
+
+    >>> panel_runbook_url("index.alerts", "/dashboard/")
+    '/dashboard/docs/runbooks/README.md#alerts'
+    """
+    if key in INDEX_SECTIONS:
+        return f"{base_url.rstrip('/')}/{INDEX_SECTIONS[key]}"
+    return runbook_url(key, base_url)
 
 
 def heading_anchor(text: str) -> str:

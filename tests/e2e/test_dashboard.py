@@ -1,21 +1,28 @@
 """The delivery dashboard in a real browser (Debian Chromium via Playwright) against a real worker fed
-through Kafka: it shows the numbers the warehouse holds, updates live, and a tenant key sees only its
-own tenant. Chromium missing is a failure, never a skip: install it (`make setup`)."""
+through Kafka: it shows the numbers and the alerts the warehouse holds, updates live, and a tenant key
+sees only its own tenant. Chromium missing is a failure, never a skip: install it (`make setup`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
+from analytics.alerting import AlertChange, SeriesKey, alert_id, alert_record
 from herald.local import query_endpoint
+from herald.supervise import WorkerProcess
+from projections.warehouse import Warehouse
 from simulator.run import emit_exact
 from tests.conftest import Herald
+from tests.integration.helpers import ALERTS_COLUMNS, alert_row
 from web.auth import entry_yaml, new_key
+from web.dashboard import LOCAL_RUNBOOK_BASE
 
 pytestmark = pytest.mark.e2e
 
@@ -136,12 +143,132 @@ def check_channel_filter(page: Page, api: str, ops: str) -> None:
 
 
 def check_runbook_links(page: Page, api: str) -> None:
-    for panel in ("delivery", "engagement", "latency", "providers"):
+    for panel in ("alerts", "delivery", "engagement", "latency", "providers"):
         href = page.get_by_test_id(f"runbook-{panel}").get_attribute("href") or ""
         path, _, anchor = href.partition("#")
         response = page.request.get(api + path)
         assert response.ok, href
         assert f'id="{anchor}"' in response.text(), href
+
+
+def opened_alert(
+    series: SeriesKey, at: datetime, metric: str, kind: str, severity: str, values: tuple[float, float]
+) -> AlertChange:
+    at_ms = int(at.timestamp() * 1000)
+    observed, expected = values
+    return AlertChange(
+        alert_id=alert_id(series, at_ms),
+        status="OPENED",
+        series=series,
+        metric=metric,
+        kind=kind,
+        severity=severity,
+        observed=observed,
+        expected=expected,
+        score=0.97,
+        window_start_ms=at_ms,
+        window_end_ms=at_ms + 60_000,
+        first_seen_ms=at_ms,
+        at_ms=at_ms,
+    )
+
+
+def tenant_a_alerts(now: datetime) -> tuple[list[AlertChange], AlertChange, AlertChange]:
+    """Tenant A: a critical delivery-rate drop on SMS, open for 20 minutes, and a minor latency spike on
+    EMAIL that opened later (newest first alone would list it first) and has resolved. Returns the rows
+    to write (the open alert's OPENED twice, as a restarted monitor writes it), the open and the
+    resolved alert."""
+    minute = now.replace(second=0, microsecond=0)
+    drop = opened_alert(
+        SeriesKey(A, "SMS", "sms-primary"),
+        minute - timedelta(minutes=20),
+        "delivery_rate",
+        "drop",
+        "critical",
+        (0.41, 0.96),
+    )
+    spike = opened_alert(
+        SeriesKey(A, "EMAIL", "mail-relay"),
+        minute - timedelta(minutes=12),
+        "latency_p95",
+        "spike",
+        "minor",
+        (2400.0, 800.0),
+    )
+    ended = replace(spike, status="RESOLVED", at_ms=int((minute - timedelta(minutes=5)).timestamp() * 1000))
+    return [drop, spike, ended, drop], drop, ended
+
+
+def write_alerts(worker: WorkerProcess, changes: list[AlertChange]) -> None:
+    """Write alert rows as the monitor does. /sql is read-only and the worker owns the embedded
+    warehouse, so they go through the worker's ClickHouse HTTP endpoint (``warehouse_http`` in its run
+    file), the way a second worker on the same machine writes."""
+    warehouse = Warehouse(json.loads(worker.run_file.read_text())["warehouse_http"])
+    try:
+        rows = [alert_row(c, worker.api, worker.api + LOCAL_RUNBOOK_BASE) for c in changes]
+        warehouse.insert("alerts", rows, ALERTS_COLUMNS)
+    finally:
+        warehouse.close()
+
+
+def alert_locator(page: Page, change: AlertChange) -> Locator:
+    return page.locator(f'[data-testid="alert-row"][data-alert-id="{change.alert_id}"]')
+
+
+def text_of(row: Locator, selector: str) -> str:
+    return (row.locator(selector).text_content() or "").strip()
+
+
+def check_alerts_panel(page: Page, api: str, still_open: AlertChange, done: AlertChange) -> None:
+    """The panel lists both alerts, open first and each once, values in the metric's unit, with a
+    runbook link that opens the runbook section and a link to the alert's series on the dashboard."""
+    open_row, done_row = alert_locator(page, still_open), alert_locator(page, done)
+    open_row.wait_for(state="visible", timeout=WAIT_MS)  # by the live refresh: no click, no reload
+    done_row.wait_for(state="visible", timeout=WAIT_MS)
+    # Only these two exist (a live monitor needs an hour of a series before it alerts), but the
+    # checks hold with others present too: open rows first, each alert once.
+    shown_rows = page.get_by_test_id("alert-row").evaluate_all(
+        "rs => rs.map(r => [r.dataset.alertId, r.dataset.status])"
+    )
+    mine = [row for row in shown_rows if row[0] in (still_open.alert_id, done.alert_id)]
+    assert mine == [[still_open.alert_id, "open"], [done.alert_id, "resolved"]]
+    statuses = [status for _, status in shown_rows]
+    assert statuses == sorted(statuses, key=lambda status: status != "open")
+    assert page.get_by_test_id("alerts-open-count").inner_text() == f"{statuses.count('open')} open"
+    assert text_of(open_row, '[data-testid="alert-severity"]') == "critical"
+    assert text_of(open_row, '[data-testid="alert-title"]') == "delivery_rate drop"
+    assert text_of(open_row, '[data-testid="alert-series"]') == "SMS / sms-primary"
+    assert (text_of(open_row, ".observed"), text_of(open_row, ".expected")) == ("41.0 %", "96.0 %")
+    assert text_of(open_row, '[data-testid="alert-status"]').startswith("open for ")
+    assert text_of(done_row, '[data-testid="alert-title"]') == "latency_p95 spike"
+    assert (text_of(done_row, ".observed"), text_of(done_row, ".expected")) == ("2.40 s", "800 ms")
+    assert text_of(done_row, '[data-testid="alert-status"]').startswith("resolved at ")
+
+    record = alert_record(still_open, api, api + LOCAL_RUNBOOK_BASE)
+    runbook = open_row.get_by_test_id("alert-runbook-link")
+    assert runbook.is_visible()
+    href = runbook.get_attribute("href") or ""
+    assert href == record["runbook_url"] == f"{api}/dashboard/docs/runbooks/delivery.md#delivery-rate-drop"
+    response = page.request.get(href)
+    assert response.status == 200, href
+    assert 'id="delivery-rate-drop"' in response.text()
+    link = open_row.get_by_test_id("alert-dashboard-link")
+    assert link.get_attribute("href") == record["dashboard_url"]
+    assert record["dashboard_url"] == f"{api}/dashboard?tenant={A}&channel=SMS&provider=sms-primary"
+
+
+def check_alert_opens_its_series(page: Page, still_open: AlertChange, done: AlertChange) -> None:
+    """'show on dashboard' opens the page with the alert's tenant, channel and provider preselected."""
+    with page.expect_navigation():
+        alert_locator(page, still_open).get_by_test_id("alert-dashboard-link").click()
+    page.wait_for_function(
+        "document.body.dataset.channel === 'SMS' && document.body.dataset.state === 'ok'", timeout=WAIT_MS
+    )
+    assert page.get_by_test_id("tenant-select").input_value() == A
+    assert page.get_by_test_id("channel-select").input_value() == "SMS"
+    assert page.get_by_test_id("provider-select").input_value() == "sms-primary"
+    alert_locator(page, still_open).wait_for(state="visible", timeout=WAIT_MS)
+    assert alert_locator(page, done).count() == 0  # the EMAIL alert is another series
 
 
 def check_other_tenant_refused(page: Page, api: str) -> None:
@@ -154,6 +281,8 @@ def check_other_tenant_refused(page: Page, api: str) -> None:
     assert page.get_by_test_id("total-delivered").inner_text() == NO_VALUE
     assert page.locator(".chart svg").count() == 0
     assert page.locator('[data-testid="providers-table"] tbody tr').count() == 0
+    assert reason in page.get_by_test_id("panel-alerts").inner_text()
+    assert page.get_by_test_id("alert-row").count() == 0
     status = page.evaluate(
         """t => fetch(`/api/v1/tenants/${t}/delivery`,
                   {headers: {"X-Api-Key": localStorage.getItem("herald.apiKey")}}).then(r => r.status)""",
@@ -162,11 +291,39 @@ def check_other_tenant_refused(page: Page, api: str) -> None:
     assert status == 403
 
 
+def check_other_key_sees_no_alerts(page: Page, key_b: str, written: list[AlertChange]) -> None:
+    """Tenant B's own key on B's dashboard: none of A's alerts (B has none: the empty state), and A's
+    alerts are refused (403) to it."""
+    page.get_by_test_id("forget-key").click()  # the page shows the refused tenant B: state is 'error'
+    enter_key(page, key_b)
+    page.wait_for_function("document.body.dataset.state === 'ok'", timeout=WAIT_MS)
+    assert page.get_by_test_id("tenant-select").input_value() == B
+    shown_ids = page.get_by_test_id("alert-row").evaluate_all("rs => rs.map(r => r.dataset.alertId)")
+    assert not {c.alert_id for c in written} & set(shown_ids)
+    answers = page.evaluate(
+        """async ([a, b]) => {
+            const headers = {"X-Api-Key": localStorage.getItem("herald.apiKey")};
+            const own = await fetch(`/api/v1/tenants/${b}/alerts`, {headers}).then(r => r.json());
+            const other = await fetch(`/api/v1/tenants/${a}/alerts`, {headers});
+            const every = await fetch("/api/v1/alerts", {headers});
+            return {own: own.alerts.map(x => x.alert_id), other: other.status, every: every.status};
+        }""",
+        [A, B],
+    )
+    assert (answers["other"], answers["every"]) == (403, 403)
+    assert sorted(answers["own"]) == sorted(shown_ids)
+    if not shown_ids:
+        empty = page.get_by_test_id("alerts-empty")
+        assert empty.is_visible() and empty.inner_text() == "No alerts in this range"
+        assert page.get_by_test_id("alerts-open-count").is_hidden()
+
+
 def test_dashboard_shows_warehouse_numbers_live_and_only_the_keys_tenant(
     herald: Herald, browser: Browser, tmp_path: Path
 ) -> None:
-    """A tenant viewer's dashboard shows its tenant's warehouse numbers, refreshes them as traffic
-    arrives, links runbooks, and answers another tenant with the API's 403 reason and no numbers."""
+    """A tenant viewer's dashboard shows its tenant's warehouse numbers and alerts, refreshes them as
+    traffic and alerts arrive, links runbooks, and answers another tenant with the API's 403 reason and
+    no numbers; the other tenant's own key sees none of the first tenant's alerts."""
     keys = Keys(tmp_path)
     worker = herald.start_worker(HERALD_API_KEYS_FILE=str(keys.path))
     emit_exact(herald.emitter(), 6000, 0, seed=3, start=datetime.now(UTC))
@@ -186,6 +343,12 @@ def test_dashboard_shows_warehouse_numbers_live_and_only_the_keys_tenant(
     check_channel_filter(page, worker.api, keys.ops)
     check_runbook_links(page, worker.api)
 
+    # Alerts open and resolve while the page is open (the open one's row written twice, as after a
+    # monitor restart): the live refresh shows each once, open first.
+    rows, still_open, done = tenant_a_alerts(datetime.now(UTC))
+    write_alerts(worker, rows)
+    check_alerts_panel(page, worker.api, still_open, done)
+
     # Live: more traffic arrives and the page shows it without any click.
     emit_exact(herald.emitter(), 3000, 0, seed=4, start=datetime.now(UTC))
     herald.wait_caught_up()
@@ -194,8 +357,11 @@ def test_dashboard_shows_warehouse_numbers_live_and_only_the_keys_tenant(
     assert grown == queried > delivered
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+    check_alert_opens_its_series(page, still_open, done)
 
     check_other_tenant_refused(page, worker.api)
     page.screenshot(path=str(SCREENSHOTS / "dashboard-forbidden.png"), full_page=True)
+    check_other_key_sees_no_alerts(page, keys.b, rows)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-other-tenant.png"), full_page=True)
     # The browser logs each refused request (401/403) as a console error; anything else is a bug.
     assert [e for e in console_errors if "401" not in e and "403" not in e] == []

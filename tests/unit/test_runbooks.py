@@ -10,9 +10,11 @@ from typing import get_args
 import pytest
 
 import analytics.runbooks
+import web.dashboard
 from analytics.anomaly import Kind
 from analytics.runbooks import RUNBOOKS, SERIES_METRICS, UnknownRunbookError, runbook_key, runbook_url
 from herald.errors import HeraldError
+from web.dashboard import PANEL_RUNBOOKS, heading_anchor, panel_runbook_url
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_CONDITIONS = ("error_rate_high", "latency_high", "throughput_drop")
@@ -109,6 +111,26 @@ def test_unknown_keys_raise_a_herald_error_naming_the_key() -> None:
 def test_doctests_in_runbooks_module_pass() -> None:
     """The module's examples run as documented."""
     assert doctest.testmod(analytics.runbooks).failed == 0
+
+
+def test_every_dashboard_panel_links_an_existing_runbook_heading() -> None:
+    """Each panel of web/static/dashboard.html has a runbook link, and each link names an existing
+    page and heading, with the anchor the dashboard's own runbook rendering gives that heading."""
+    page_html = (ROOT / "web" / "static" / "dashboard.html").read_text()
+    assert set(re.findall(r'data-panel="([^"]+)"', page_html)) == set(PANEL_RUNBOOKS)
+    assert set(re.findall(r'data-testid="panel-([^"]+)"', page_html)) == set(PANEL_RUNBOOKS)
+    for panel, key in PANEL_RUNBOOKS.items():
+        path, _, anchor = panel_runbook_url(key, "").lstrip("/").partition("#")
+        assert path.startswith("docs/runbooks/") and (ROOT / path).is_file(), f"{panel}: {path}"
+        markdown = (ROOT / path).read_text()
+        assert anchor in github_anchors(markdown), f"{panel}: no heading #{anchor} in {path}"
+        headings = re.findall(r"^#{1,6}\s+(.*)$", markdown, flags=re.MULTILINE)
+        assert anchor in {heading_anchor(h) for h in headings}, f"{panel}: {anchor}"
+
+
+def test_doctests_in_dashboard_module_pass() -> None:
+    """web/dashboard.py's examples (anchors, panel links) run as documented."""
+    assert doctest.testmod(web.dashboard).failed == 0
 
 
 def test_links_between_runbooks_resolve() -> None:

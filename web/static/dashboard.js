@@ -12,7 +12,11 @@
   const BUCKET_MS = { minute: 60e3, hour: 3600e3 };
   const COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#d97706"];
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const PANELS = ["delivery", "engagement", "latency", "providers"];
+  const PANELS = ["alerts", "delivery", "engagement", "latency", "providers"];
+  // Open and resolved alerts are asked for separately, so a long resolved history never pushes an
+  // open alert out of the list.
+  const ALERT_LIMITS = { open: 100, resolved: 50 };
+  const RATE_METRICS = new Set(["delivery_rate", "bounce_rate", "failure_rate", "open_rate"]);
 
   const state = {
     key: "",
@@ -343,7 +347,129 @@
     controls.provider.value = chosen;
   }
 
+  // ---------------------------------------------------------------- alerts
+
+  /** An observed or expected value in the metric's unit: rates as %, latency as ms/s, volume as a count. */
+  function fmtMetric(metric, value) {
+    if (value === null || value === undefined) return "–";
+    if (RATE_METRICS.has(metric) || metric.endsWith("_rate")) {
+      return fmtPct(value, Math.abs(value) < 0.1 ? 2 : 1);
+    }
+    if (metric.startsWith("latency")) return fmtMs(value);
+    if (metric === "volume") return fmtInt(Math.round(value));
+    return Number(value).toPrecision(3);
+  }
+
+  /** The URL itself when it is http(s) (absolute or relative to this page), else null: a link from the
+   * warehouse is never allowed to run script (javascript:, data:). */
+  function safeHref(url) {
+    if (!url) return null;
+    try {
+      return ["http:", "https:"].includes(new URL(url, window.location.href).protocol) ? url : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function link(parent, text, url, testid, newTab) {
+    const href = safeHref(url);
+    if (!href) return;
+    const a = document.createElement("a");
+    a.textContent = text;
+    a.setAttribute("href", href);
+    a.dataset.testid = testid;
+    if (newTab) {
+      a.target = "_blank";
+      a.rel = "noopener";
+      a.className = "runbook-link";
+    }
+    parent.appendChild(a);
+  }
+
+  function sinceText(iso) {
+    const minutes = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 60e3));
+    return minutes < 60 ? `${minutes} min` : fmtMs(minutes * 60e3);
+  }
+
+  function alertRow(a) {
+    const row = document.createElement("tr");
+    row.dataset.testid = "alert-row";
+    row.dataset.alertId = a.alert_id;
+    row.dataset.status = a.status;
+    row.className = `alert-${a.status}`;
+    const sev = document.createElement("span");
+    sev.className = `badge sev-${a.severity}`;
+    sev.textContent = a.severity;
+    sev.dataset.testid = "alert-severity";
+    cell(row, "").appendChild(sev);
+    cell(row, `${a.metric} ${a.kind}`, "name").dataset.testid = "alert-title";
+    const series = `${a.channel || "all channels"} / ${a.provider || "all providers"}`;
+    cell(row, series).dataset.testid = "alert-series";
+    const values = cell(row, "", "values");
+    values.dataset.testid = "alert-values";
+    for (const [text, className] of [
+      [fmtMetric(a.metric, a.observed), "observed"],
+      ["vs", "vs"],
+      [fmtMetric(a.metric, a.expected), "expected"],
+    ]) {
+      const span = document.createElement("span");
+      span.className = className;
+      span.textContent = text;
+      values.appendChild(span);
+    }
+    values.title = `observed ${a.observed} · expected ${a.expected} · score ${a.score}`;
+    const first = cell(row, `${fmtStamp(new Date(a.first_seen))} UTC`, "when");
+    first.title = a.first_seen;
+    const state = document.createElement("span");
+    state.className = "state";
+    state.dataset.testid = "alert-status";
+    state.textContent =
+      a.status === "open"
+        ? `open for ${sinceText(a.first_seen)}`
+        : `resolved at ${fmtStamp(new Date(a.resolved_at))} UTC`;
+    cell(row, "", "when").appendChild(state);
+    const links = cell(row, "", "links");
+    link(links, "Runbook", a.runbook_url, "alert-runbook-link", true);
+    link(links, "show on dashboard", a.dashboard_url, "alert-dashboard-link", false);
+    return row;
+  }
+
+  async function loadAlerts(tenant, params) {
+    const base = { from: params.from, to: params.to, channel: params.channel, provider: params.provider };
+    const [open, resolved] = await Promise.all(
+      Object.entries(ALERT_LIMITS).map(([status, limit]) =>
+        api(`/api/v1/tenants/${tenant}/alerts`, { ...base, status, limit }),
+      ),
+    );
+    return { open: open.alerts, resolved: resolved.alerts };
+  }
+
+  function renderAlerts(body) {
+    const tbody = testId("alerts-table").querySelector("tbody");
+    tbody.textContent = "";
+    const alerts = [...body.open, ...body.resolved]; // open first; each list newest first
+    if (!alerts.length) {
+      const row = document.createElement("tr");
+      const empty = cell(row, "No alerts in this range", "empty");
+      empty.colSpan = 7;
+      empty.dataset.testid = "alerts-empty";
+      tbody.appendChild(row);
+    }
+    for (const a of alerts) tbody.appendChild(alertRow(a));
+    const count = testId("alerts-open-count");
+    count.textContent = `${body.open.length} open`;
+    count.hidden = body.open.length === 0;
+    const note = testId("alerts-note");
+    const capped = Object.entries(ALERT_LIMITS).filter(([status, limit]) => body[status].length >= limit);
+    note.textContent = capped.map(([status, limit]) => `Showing the latest ${limit} ${status} alerts.`)
+      .join(" ");
+    note.hidden = capped.length === 0;
+  }
+
+  const LOAD = { alerts: loadAlerts };
+
   const RENDER = {
+    alerts: renderAlerts,
     delivery: renderDelivery,
     engagement: renderEngagement,
     latency: renderLatency,
@@ -367,6 +493,7 @@
       node.dataset.points = "0";
     }
     for (const node of panel.querySelectorAll("tbody")) node.textContent = "";
+    for (const node of panel.querySelectorAll(".count")) node.hidden = true;
   }
 
   function panelOk(name) {
@@ -414,7 +541,11 @@
     state.loading = true;
     let results;
     try {
-      results = await Promise.allSettled(PANELS.map((p) => api(`/api/v1/tenants/${tenant}/${p}`, params)));
+      results = await Promise.allSettled(
+        PANELS.map((p) =>
+          LOAD[p] ? LOAD[p](tenant, params) : api(`/api/v1/tenants/${tenant}/${p}`, params),
+        ),
+      );
     } finally {
       if (generation === state.generation) state.loading = false;
     }
