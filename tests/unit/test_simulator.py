@@ -114,6 +114,21 @@ def test_each_notification_follows_the_lifecycle_in_time_order() -> None:
             assert at["SUPPRESSED"]["reason"]
 
 
+def test_follow_ups_of_a_send_carry_the_send_time_as_sent_at() -> None:
+    """DELIVERED, BOUNCED and engagement events carry their SENT's occurred_at; every other event None."""
+    follow_ups = {"DELIVERED", "BOUNCED", "OPENED", "CLICKED", "REPLIED", "UNSUBSCRIBED", "COMPLAINED"}
+    events = list(generate(DEFAULT_MODEL, START, 200, 30, seed=6, scenario=build_scenario("mixed", 30)))
+    carried: Counter[str] = Counter()
+    for steps in by_notification(events).values():
+        sent = next((e["occurred_at"] for e in steps if e["event_type"] == "SENT"), None)
+        for event in steps:
+            assert event["sent_at"] == (sent if event["event_type"] in follow_ups else None)
+            if event["sent_at"] is not None:
+                carried[event["event_type"]] += 1
+    assert {"DELIVERED", "BOUNCED", "OPENED", "CLICKED", "REPLIED"} <= set(carried)
+    assert set(carried) <= follow_ups
+
+
 def test_funnel_rates_are_honoured_over_20k_notifications() -> None:
     """Observed per-provider delivery, bounce and open rates match the configured funnel."""
     events = list(generate(DEFAULT_MODEL, START, 1000, 20, seed=7))
@@ -324,7 +339,7 @@ def test_live_simulation_emits_in_event_time_order_up_to_the_end_and_runs_faster
     )  # fmt: skip
     times = [e["occurred_at"] for e in emitter.events]
     assert times == sorted(times)
-    assert START <= times[0] and times[-1] < START + timedelta(seconds=600)
+    assert times[0] >= START and times[-1] < START + timedelta(seconds=600)
     assert clock.now == pytest.approx((times[-1] - START).total_seconds() / 60, abs=0.01)
     whole = [e for n in generate_notifications(DEFAULT_MODEL, START, 5, 600, 16) for e in n.events]
     cut = {e["event_id"] for e in whole if e["occurred_at"] < START + timedelta(seconds=600)}
