@@ -57,9 +57,7 @@ class AlertPolicy:
 
     def __post_init__(self) -> None:
         if self.cooldown_minutes < 0 or self.resolve_after_minutes < 1 or self.confirm_minutes < 1:
-            raise ValueError(
-                "cooldown_minutes must be >= 0, resolve_after_minutes and confirm_minutes >= 1"
-            )
+            raise ValueError("cooldown_minutes must be >= 0, resolve_after_minutes and confirm_minutes >= 1")
 
 
 @dataclass(frozen=True, slots=True)

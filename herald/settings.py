@@ -64,6 +64,36 @@ class Settings(BaseSettings):
         None, description="Key the CLI sends to a worker's API (X-Api-Key) when the worker has a keys file."
     )
     worker_name: str = Field("worker-1", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    alerts_enabled: bool = Field(
+        True, description="Run the alert monitor (one worker of the group leads it)."
+    )
+    alert_grace_minutes: int = Field(
+        60,
+        ge=0,
+        le=20_160,
+        description="Minutes a new series is learned before it may alert (history counts).",
+    )
+    alert_lateness_s: float = Field(
+        15.0, ge=0, le=3600, description="Event-time allowance for late events before a minute is judged."
+    )
+    alert_history_days: int = Field(
+        14, ge=0, le=60, description="Warehouse history a fresh monitor learns from before alerting."
+    )
+    alert_cooldown_minutes: int = Field(30, ge=0, le=1440, description="Quiet time after a resolved alert.")
+    alert_resolve_after_minutes: int = Field(
+        5, ge=1, le=240, description="Consecutive normal minutes that resolve an open alert."
+    )
+    monitor_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often the monitor looks for closed minutes."
+    )
+    public_url: str | None = Field(
+        None,
+        description="Base URL people reach the dashboard at (alert links); unset = this worker's API URL.",
+    )
+    runbook_base_url: str | None = Field(
+        None,
+        description="Where alert runbook links point (docs site / repo blob root); unset = the dashboard's.",
+    )
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -11,12 +11,15 @@ from herald.errors import KafkaUnavailableError
 
 LIFECYCLE = "herald.lifecycle.events.v1"  # key: notification_id, so one notification's events stay in order
 DEAD_LETTER = "herald.lifecycle.dlq.v1"  # key: the original key; value: the original bytes
+ALERTS = "herald.ops.alerts.v1"  # key: tenant/channel/provider; value: schemas/avro/alert_event.avsc
+MONITOR_STATE = "herald.ops.monitor-state.v1"  # compacted, one partition: the alert monitor's checkpoints
 
 
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     config: tuple[tuple[str, str], ...] = ()
+    partitions: int | None = None  # None = the configured default
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,19 @@ class Topics:
         """The warehouse sink's group: its committed offsets are what the warehouse has applied."""
         return self._name("herald-warehouse")
 
+    @property
+    def alerts(self) -> str:
+        return self._name(ALERTS)
+
+    @property
+    def monitor_state(self) -> str:
+        return self._name(MONITOR_STATE)
+
+    @property
+    def monitor_group(self) -> str:
+        """The alert monitor's group: whoever holds the state topic's one partition leads."""
+        return self._name("herald-monitor")
+
     def specs(self) -> tuple[TopicSpec, ...]:
         return (
             TopicSpec(
@@ -54,6 +70,16 @@ class Topics:
             ),
             TopicSpec(
                 self.dead_letter, (("retention.ms", str(90 * 86_400_000)), ("max.message.bytes", "4194304"))
+            ),
+            TopicSpec(self.alerts, (("retention.ms", str(365 * 86_400_000)),)),
+            TopicSpec(
+                self.monitor_state,
+                (
+                    ("cleanup.policy", "compact"),
+                    ("min.compaction.lag.ms", "60000"),
+                    ("max.message.bytes", str(64 * 1024 * 1024)),
+                ),
+                partitions=1,
             ),
         )
 
@@ -67,7 +93,10 @@ def ensure_topics(bootstrap: str, partitions: int, replication_factor: int, topi
         raise KafkaUnavailableError(f"cannot list topics on {bootstrap}: {exc}") from exc
     new = [
         NewTopic(
-            s.name, num_partitions=partitions, replication_factor=replication_factor, config=dict(s.config)
+            s.name,
+            num_partitions=s.partitions or partitions,
+            replication_factor=replication_factor,
+            config=dict(s.config),
         )
         for s in topics.specs()
         if s.name not in existing

@@ -19,12 +19,14 @@ from projections.warehouse import Warehouse
 from projections.writer import IngestWriter
 from schemas.codec import lifecycle_codec
 from streams.app import create_app
+from streams.monitor import AlertLinks, AlertMonitorService
 from streams.pipeline import DeadLetterSink, IngestPipeline
 from streams.sink import WarehouseSink
 from streams.topics import ensure_topics
 from web.app import create_api
 from web.auth import load_key_ring
 from web.clickhouse_http import create_clickhouse_http_app
+from web.dashboard import LOCAL_RUNBOOK_BASE
 from web.server import ApiServer
 
 log = structlog.get_logger("herald.worker")
@@ -86,6 +88,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
 
     sink = WarehouseSink(settings, bootstrap, pipeline, on_crash)
     app = create_app(settings, bootstrap)
+    monitor: AlertMonitorService | None = None
     server = ApiServer(
         create_api(
             warehouse,
@@ -94,6 +97,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             lambda: dict(sink.lag),
             lambda: sorted(sink.assigned),
             keys=keys,
+            monitor=lambda: monitor.status() if monitor is not None else {"enabled": False},
         ),
         settings.api_host,
         settings.api_port,
@@ -112,6 +116,11 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         share = ApiServer(create_clickhouse_http_app(warehouse), "127.0.0.1", settings.warehouse_share_port)
         info["warehouse_http"] = f"http://127.0.0.1:{share.start()}"
     sink.start()
+    if settings.alerts_enabled:
+        public = (settings.public_url or f"http://{settings.api_host}:{port}").rstrip("/")
+        links = AlertLinks(public, settings.runbook_base_url or public + LOCAL_RUNBOOK_BASE)
+        monitor = AlertMonitorService(settings, bootstrap, warehouse, links)
+        monitor.start()
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     run_file(settings).write_text(json.dumps(info))
     log.info("worker.started", migrations_applied=applied, **info)
@@ -127,6 +136,8 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     except SystemExit:
         pass
     finally:
+        if monitor is not None:
+            monitor.stop()
         sink.stop()
         run_file(settings).unlink(missing_ok=True)
         server.stop()

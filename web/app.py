@@ -84,6 +84,25 @@ class _IngestCollector:
         yield lag
 
 
+class _MonitorCollector:
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        self._status = status
+
+    def collect(self) -> Any:
+        s = self._status()
+        yield GaugeMetricFamily("herald_monitor_leader", "1 when this worker leads the alert monitor",
+                                value=1 if s["leader"] else 0)  # fmt: skip
+        yield GaugeMetricFamily("herald_monitor_open_alerts", "Alerts open now", value=s["open_alerts"])
+        yield GaugeMetricFamily("herald_monitor_detectors", "Series x metric detectors", value=s["detectors"])
+        yield CounterMetricFamily(
+            "herald_monitor_alerts_published", "Alert changes put on the alerts topic", value=s["published"]
+        )
+        if s.get("watermark_ms") is not None:
+            yield GaugeMetricFamily(
+                "herald_monitor_watermark_seconds", "Event-time watermark", value=s["watermark_ms"] / 1000
+            )
+
+
 def create_api(
     warehouse: Warehouse,
     totals: Callable[[], IngestTotals],
@@ -93,6 +112,7 @@ def create_api(
     *,
     keys: KeyRing | None = None,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    monitor: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """The worker's API. ``keys`` (web.auth.load_key_ring(settings.api_keys_file)) guard /api/v1 and
     /sql; with None, /api/v1 answers 503 and /sql stays open (see web/auth.py)."""
@@ -102,6 +122,8 @@ def create_api(
     api.include_router(dashboard_router())
     registry = CollectorRegistry()
     registry.register(_IngestCollector(totals, lag))
+    if monitor is not None:
+        registry.register(_MonitorCollector(monitor))
 
     @api.get("/health")
     def health() -> dict[str, Any]:
@@ -116,6 +138,7 @@ def create_api(
             "duplicates": t.duplicates,
             "batches": t.batches,
             "applied_offsets": t.by_partition,
+            "monitor": monitor() if monitor is not None else None,
         }
 
     sql_guard = Depends(auth.sql_principal)  # a default, not an annotation: those are strings here

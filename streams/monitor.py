@@ -1,0 +1,391 @@
+"""The alert monitor service: closed minutes from the warehouse -> detectors -> alerts topic + table.
+
+Runs as a thread in every worker; one of them leads. Leadership and state share one Kafka topic:
+the monitor-state topic has a single compacted partition and the workers' monitor consumers form
+one group on it, so exactly one worker is assigned the partition at a time. On assignment that
+worker reads the partition to its end and resumes from the last checkpoint in it (the pickled
+:class:`analytics.monitor.AlertMonitor`: detectors, open alerts, cursor); with none it starts
+fresh and learns the warehouse history first. When the leader dies, its session expires and another
+worker takes the partition and the same checkpoint: models survive restarts and failover.
+
+Event time, not wall time: the watermark is the oldest of the newest ``occurred_at`` per lifecycle
+partition still receiving data (so a partition applied later holds minutes open), and minute M is
+judged once ``M + 1 min + alert_lateness_s <= watermark``. Rollups are read from ``delivery_minute``
+(kept by a materialized view on ``events``, see projections/migrations), summed over templates.
+The same stream replayed at any speed gives the same alerts.
+
+Delivery: each change goes to ``herald.ops.alerts.v1`` (Avro, acks=all, idempotent producer)
+first, then to the ``alerts`` table; a checkpoint is written only when both are done. A crash
+between the two re-decides the minutes since the checkpoint and emits the same changes again (ids
+are deterministic): at-least-once on the topic, folded to once in the table (ReplacingMergeTree).
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from analytics.alerting import MINUTE_MS, AlertChange, AlertPolicy, SeriesKey, alert_record
+from analytics.monitor import AlertMonitor, MinuteCounts, MonitorConfig
+from herald.settings import Settings
+from projections.warehouse import Warehouse
+from schemas.codec import AvroCodec
+
+log = structlog.get_logger("herald.monitor")
+
+STATE_KEY = b"monitor"
+STATE_FORMAT = b"herald-monitor-v1:"  # prefix of a checkpoint: format tag, then zlib(pickle(monitor))
+CHUNK_MINUTES = 240  # minutes read from the warehouse per query when catching up
+CHECKPOINT_EVERY_S = 10.0
+ACTIVE_PARTITION_S = 30.0  # a partition whose newest event was ingested longer ago does not hold minutes
+
+_WATERMARK = """
+SELECT _partition, toUnixTimestamp64Milli(max(occurred_at)), toUnixTimestamp64Milli(max(ingested_at))
+FROM events
+WHERE occurred_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+GROUP BY _partition
+"""
+_FIRST_MINUTE = """
+SELECT toUnixTimestamp(min(minute)) * 1000, count()
+FROM delivery_minute
+WHERE minute >= toDateTime({since:Int64}, 'UTC') AND provider != ''
+"""
+_MINUTES = """
+SELECT toUnixTimestamp(minute) * 1000 AS minute_ms, tenant_id, channel, provider,
+       sum(dispatched), sum(delivered), sum(failed), sum(bounced), sum(opened),
+       quantilesTDigestMerge(0.5, 0.95, 0.99)(delivery_latency_digest)[2],
+       sum(delivery_latency_count)
+FROM delivery_minute
+WHERE minute >= toDateTime({start:Int64}, 'UTC') AND minute < toDateTime({end:Int64}, 'UTC')
+  AND provider != ''
+GROUP BY minute, tenant_id, channel, provider
+ORDER BY minute_ms
+"""
+
+
+def monitor_config(settings: Settings) -> MonitorConfig:
+    return MonitorConfig(
+        grace_minutes=settings.alert_grace_minutes,
+        policy=AlertPolicy(
+            cooldown_minutes=settings.alert_cooldown_minutes,
+            resolve_after_minutes=settings.alert_resolve_after_minutes,
+        ),
+    )
+
+
+def dump_state(monitor: AlertMonitor) -> bytes:
+    return STATE_FORMAT + zlib.compress(pickle.dumps(monitor, protocol=pickle.HIGHEST_PROTOCOL), 3)
+
+
+def load_state(value: bytes) -> AlertMonitor | None:
+    """The monitor in a checkpoint, or None for a checkpoint of another format (then start fresh)."""
+    if not value.startswith(STATE_FORMAT):
+        return None
+    monitor = pickle.loads(zlib.decompress(value[len(STATE_FORMAT) :]))  # our own internal topic
+    return monitor if isinstance(monitor, AlertMonitor) else None
+
+
+@dataclass(frozen=True)
+class AlertLinks:
+    dashboard_base: str
+    runbook_base: str
+
+
+class AlertMonitorService:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        warehouse: Warehouse,
+        links: AlertLinks,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.warehouse = warehouse
+        self.links = links
+        self.config = monitor_config(settings)
+        self._clock = clock
+        self._topics = settings.topics
+        self._codec = AvroCodec.for_contract("alert_event")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alert-monitor", daemon=True)
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": self._topics.monitor_group,
+                "client.id": f"herald-monitor-{settings.worker_name}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": int(settings.session_timeout_s * 1000),
+                "heartbeat.interval.ms": int(settings.session_timeout_s * 1000 / 5),
+                "fetch.max.bytes": 96 * 1024 * 1024,
+                "receive.message.max.bytes": 100 * 1024 * 1024,
+            }
+        )
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "message.max.bytes": 64 * 1024 * 1024,
+                "compression.type": "lz4",
+            }
+        )
+        self.monitor: AlertMonitor | None = None
+        self.leading = False
+        self._seen_offset = -1  # last state-partition offset read since this worker started leading
+        self._restored: bytes | None = None  # the newest checkpoint read so far
+        self._pending_records: list[dict[str, Any]] = []  # decided, not yet on the topic
+        self._pending_rows: list[dict[str, Any]] = []  # on the topic, not yet in the table
+        self._delivery_errors: list[str] = []
+        self._last_checkpoint = 0.0
+        self._dirty = False
+        self.watermark_ms: int | None = None
+        self.checkpoint_minute_ms: int | None = None  # next_minute of the last checkpoint written
+        self.published = 0
+        self.steps = 0
+        self.last_error: str | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._consumer.subscribe(
+            [self._topics.monitor_state],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def status(self) -> dict[str, Any]:
+        monitor = self.monitor
+        return {
+            "leader": self.leading,
+            "watermark": _iso(self.watermark_ms),
+            "watermark_ms": self.watermark_ms,
+            "next_minute": _iso(monitor.next_minute_ms if monitor else None),
+            "live_from": _iso(monitor.live_from_ms if monitor else None),
+            "series": len(monitor.series) if monitor else 0,
+            "detectors": monitor.detector_count if monitor else 0,
+            "open_alerts": len(monitor.open_alerts()) if monitor else 0,
+            "checkpoint_next_minute": _iso(self.checkpoint_minute_ms),
+            "published": self.published,
+            "pending": len(self._pending_records) + len(self._pending_rows),
+            "last_error": self.last_error,
+        }
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions:
+            self.leading, self.monitor, self._seen_offset, self._restored = True, None, -1, None
+            log.info("monitor.leading", worker=self.settings.worker_name)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions and self.leading:
+            self.leading, self.monitor = False, None
+            log.info("monitor.not_leading", worker=self.settings.worker_name)
+
+    # -- loop -----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        next_step = 0.0
+        try:
+            while not self._stop.is_set():
+                message = self._consumer.poll(0.2)
+                if message is not None and message.error() is None and self.leading and self.monitor is None:
+                    self._seen_offset = message.offset() or 0  # reading the checkpoints up to the end
+                    if message.key() == STATE_KEY and message.value():
+                        self._restored = message.value()
+                if not self.leading or self._clock() < next_step:
+                    continue
+                next_step = self._clock() + self.settings.monitor_interval_s
+                if self.monitor is None and not self._restore():
+                    continue
+                try:
+                    self.step()
+                    self.last_error = None
+                except Exception as exc:  # the warehouse or broker may be briefly away: retry next step
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("monitor.step_failed", error=self.last_error)
+        finally:
+            if self.leading and self.monitor is not None and not self._pending_records:
+                self._checkpoint(force=True)
+            self._producer.flush(10)
+            self._consumer.close()
+
+    def _restore(self) -> bool:
+        """Resume from the newest checkpoint once the state partition is read to its end (the
+        consumer starts at its beginning: this group never commits); True when the monitor is ready."""
+        partition = TopicPartition(self._topics.monitor_state, 0)
+        low, high = self._consumer.get_watermark_offsets(partition, timeout=10)
+        if high > low and self._seen_offset < high - 1:
+            return False  # still reading
+        self.monitor = load_state(self._restored) if self._restored else None
+        self._restored = None
+        if self.monitor is None:
+            return self._fresh()
+        log.info("monitor.restored", next_minute=_iso(self.monitor.next_minute_ms))
+        return True
+
+    def _fresh(self) -> bool:
+        """A new monitor: what the warehouse holds now (up to the history limit) is history."""
+        end = self._closed_end()
+        if end is None:
+            return False
+        since = end - self.settings.alert_history_days * 1440 * MINUTE_MS
+        first, rows = self.warehouse.rows(_FIRST_MINUTE, {"since": since // 1000})[0]
+        if not rows:
+            return False
+        monitor = AlertMonitor(self.config, live_from_ms=end)
+        monitor.next_minute_ms = int(first)
+        self.monitor = monitor
+        log.info("monitor.warm_up", history_from=_iso(int(first)), live_from=_iso(end))
+        return True
+
+    # -- one step -------------------------------------------------------------------------------
+    def step(self) -> list[AlertChange]:
+        """Judge every minute closed since the last step; publish what changed. Returns the changes."""
+        self.steps += 1
+        if not self._flush_pending():
+            return []
+        monitor = self.monitor
+        end = self._closed_end()
+        if monitor is None or end is None or monitor.next_minute_ms is None:
+            return []
+        changes: list[AlertChange] = []
+        while monitor.next_minute_ms < end and not self._stop.is_set() and self.leading:
+            start = monitor.next_minute_ms
+            stop = min(end, start + CHUNK_MINUTES * MINUTE_MS)
+            by_minute = self._minutes(start, stop)
+            decided: list[AlertChange] = []
+            for minute in range(start, stop, MINUTE_MS):
+                decided.extend(monitor.observe(minute, by_minute.get(minute, {})))
+            self._dirty = True
+            if decided:
+                changes.extend(decided)
+                self._queue(decided)
+                if not self._flush_pending():
+                    break
+            self._consumer.poll(0)  # stay in the group while catching up a long history
+        self._checkpoint(force=bool(changes))  # a restart must know the alerts it already raised
+        return changes
+
+    def _closed_end(self) -> int | None:
+        """The end (exclusive) of the closed minutes, from the event-time watermark."""
+        monitor = self.monitor
+        since = (monitor.next_minute_ms if monitor and monitor.next_minute_ms else 0) - MINUTE_MS
+        rows = self.warehouse.rows(_WATERMARK, {"since": max(since, 0)})
+        if not rows:
+            return None
+        newest_ingest = max(r[2] for r in rows)
+        active = [r[1] for r in rows if newest_ingest - r[2] <= ACTIVE_PARTITION_S * 1000]
+        self.watermark_ms = min(active)
+        lateness = int(self.settings.alert_lateness_s * 1000)
+        return (self.watermark_ms - lateness) // MINUTE_MS * MINUTE_MS  # M closed: M + 1 min <= that
+
+    def _minutes(self, start: int, stop: int) -> dict[int, dict[SeriesKey, MinuteCounts]]:
+        by_minute: dict[int, dict[SeriesKey, MinuteCounts]] = defaultdict(dict)
+        rows = self.warehouse.rows(_MINUTES, {"start": start // 1000, "end": stop // 1000})
+        for minute, tenant, channel, provider, disp, deliv, failed, bounced, opened, p95, n_lat in rows:
+            by_minute[int(minute)][SeriesKey(tenant, channel, provider)] = MinuteCounts(
+                int(disp), int(deliv), int(failed), int(bounced), int(opened),
+                float(p95) if n_lat else None, int(n_lat),
+            )  # fmt: skip
+        return by_minute
+
+    # -- publishing -----------------------------------------------------------------------------
+    def _queue(self, changes: list[AlertChange]) -> None:
+        version = self.config.version
+        for change in changes:
+            self._pending_records.append(
+                alert_record(change, self.links.dashboard_base, self.links.runbook_base, version)
+            )
+            log.info(
+                "monitor.alert",
+                status=change.status,
+                alert_id=change.alert_id,
+                series=change.series.text,
+                metric=change.metric,
+                kind=change.kind,
+                severity=change.severity,
+                minute=_iso(change.at_ms),
+            )
+
+    def _flush_pending(self) -> bool:
+        """Put queued alerts on the topic, then in the table; True when nothing is left pending."""
+        if self._pending_records:
+            self._delivery_errors.clear()
+            for record in self._pending_records:
+                key = f"{record['tenant_id']}/{record['channel']}/{record['provider']}".encode()
+                self._producer.produce(
+                    self._topics.alerts,
+                    key=key,
+                    value=self._codec.encode(record),
+                    headers=[("alert_status", record["status"].encode())],
+                    on_delivery=self._on_delivery,
+                )
+            remaining = self._producer.flush(30)
+            if remaining or self._delivery_errors:
+                raise RuntimeError(f"alerts not acknowledged: {self._delivery_errors or remaining}")
+            self.published += len(self._pending_records)
+            self._pending_rows.extend(self._pending_records)
+            self._pending_records = []
+        if self._pending_rows:
+            self.warehouse.insert("alerts", [_row(r) for r in self._pending_rows], list(_ROW_COLUMNS))
+            self._pending_rows = []
+        return True
+
+    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            self._delivery_errors.append(str(err))
+
+    def _checkpoint(self, force: bool = False) -> None:
+        if self.monitor is None or not self._dirty or not self.leading or self._pending_records:
+            return
+        now = self._clock()
+        if not force and now - self._last_checkpoint < CHECKPOINT_EVERY_S:
+            return
+        self._delivery_errors.clear()
+        self._producer.produce(
+            self._topics.monitor_state,
+            key=STATE_KEY,
+            value=dump_state(self.monitor),
+            on_delivery=self._on_delivery,
+        )
+        if self._producer.flush(30) == 0 and not self._delivery_errors:
+            self._last_checkpoint, self._dirty = now, False
+            self.checkpoint_minute_ms = self.monitor.next_minute_ms
+
+
+_ROW_COLUMNS = (
+    *("alert_id", "status", "tenant_id", "channel", "provider", "series_key", "metric", "kind"),
+    *("severity", "observed", "expected", "score", "window_start", "window_end", "first_seen"),
+    *("emitted_at", "dashboard_url", "runbook_url", "policy_version", "detail"),
+)
+
+
+def _row(record: dict[str, Any]) -> list[Any]:
+    times = {"window_start", "window_end", "first_seen", "emitted_at"}
+    row = {
+        **record,
+        "series_key": f"{record['tenant_id']}/{record['channel']}/{record['provider']}",
+        "policy_version": record.get("policy_version") or "",
+        "detail": record.get("detail") or "",
+    }
+    return [datetime.fromtimestamp(row[c] / 1000, UTC) if c in times else row[c] for c in _ROW_COLUMNS]
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
