@@ -6,6 +6,7 @@ Settings come from HERALD_* environment variables (see herald/settings.py) and a
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Annotated
 
@@ -275,11 +276,23 @@ def demo(
     events: Annotated[int | None, typer.Option(help="Produce exactly this many valid events.")] = None,
     invalid: Annotated[int, typer.Option(help="...and this many invalid ones (all bad kinds).")] = 0,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 1,
-    minutes: Annotated[float, typer.Option(help="Without --events: minutes of mixed traffic.")] = 3.0,
-    rate: Annotated[float, typer.Option(help="Without --events: notifications per second.")] = 300.0,
+    minutes: Annotated[
+        float, typer.Option(help="Without --events: simulated minutes of live traffic.")
+    ] = 150.0,
+    rate: Annotated[float, typer.Option(help="Without --events: notifications per simulated second.")] = 20.0,
+    speedup: Annotated[
+        float,
+        typer.Option(help="Simulated time runs this many times faster than real time (inf = flat out)."),
+    ] = math.inf,
+    scenario: Annotated[
+        str, typer.Option(help="Without --events: alert_drill (one delivery drop), mixed, normal, ...")
+    ] = "alert_drill",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Start local Kafka and a worker on the embedded warehouse, send traffic, report, stop."""
+    """Start local Kafka and a worker on the embedded warehouse, send traffic, report, stop.
+
+    By default: 150 simulated minutes of live traffic as fast as the machine takes it, with one
+    injected delivery-rate drop that the alert monitor should raise (and resolve) as one alert."""
     from herald import demo as demos
 
     s = settings()
@@ -289,7 +302,7 @@ def demo(
             fail(ValueError("--events and --invalid must not be negative"))
         report = demos.run_counts_demo(s, events, invalid, seed, say)
     else:
-        report = demos.run_traffic_demo(s, minutes * 60, rate, seed, say)
+        report = demos.run_traffic_demo(s, minutes * 60, rate, seed, say, scenario=scenario, speedup=speedup)
     if as_json:
         typer.echo(json.dumps(report))
     else:

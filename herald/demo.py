@@ -3,10 +3,11 @@ wait until everything is processed, report what landed where, stop what was star
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from herald.errors import HeraldError
@@ -49,13 +50,27 @@ class Stack:
                 raise HeraldError(f"worker still {lag} messages behind after {timeout}s")
             time.sleep(0.5)
 
+    def wait_monitor(self, minute: datetime, progress: Progress | None = None, timeout: float = 120) -> None:
+        """Block until the alert monitor has judged every minute before ``minute``."""
+        started = time.monotonic()
+        while True:
+            monitor = self.worker.health().get("monitor") or {}
+            upto = monitor.get("next_minute")
+            if upto and datetime.fromisoformat(upto) >= minute:
+                return
+            if progress:
+                progress(f"alert monitor at {_clock(upto)}, waiting for {minute:%H:%M}")
+            if time.monotonic() - started > timeout:
+                raise HeraldError(f"alert monitor still at {upto} after {timeout}s (wanted {minute})")
+            time.sleep(0.5)
+
     def stop(self) -> None:
         self.worker.stop()
         if self.kafka_started:
             local_kafka(self.settings).stop()
 
 
-def start_stack(settings: Settings) -> Stack:
+def start_stack(settings: Settings, **extra_env: str) -> Stack:
     bootstrap, started = bootstrap_servers(settings, start=True)
     ensure_topics(bootstrap, settings.partitions, settings.replication_factor, settings.topics)
     env = {
@@ -68,6 +83,7 @@ def start_stack(settings: Settings) -> Stack:
     }
     if settings.warehouse_dsn:
         env["HERALD_WAREHOUSE_DSN"] = settings.warehouse_dsn
+    env.update(extra_env)
     worker = WorkerProcess(env, settings.data_dir / "logs" / f"{settings.worker_name}.log")
     try:
         worker.start()
@@ -131,14 +147,38 @@ FROM delivery_minute GROUP BY tenant_id, channel ORDER BY tenant_id, channel
 """
 
 
+ALERTS_REPORT = """
+SELECT status, tenant_id, channel, provider, metric, kind, severity, round(observed, 4) AS observed,
+       round(expected, 4) AS expected, first_seen, resolved_at, dashboard_url, runbook_url
+FROM alerts_current ORDER BY first_seen
+"""
+
+
 def run_traffic_demo(
-    settings: Settings, duration_s: float, rate: float, seed: int, progress: Progress | None
+    settings: Settings,
+    duration_s: float,
+    rate: float,
+    seed: int,
+    progress: Progress | None,
+    *,
+    scenario: str = "alert_drill",
+    speedup: float = math.inf,
+    grace_minutes: int = 30,
 ) -> dict[str, Any]:
-    """A few minutes of the mixed scenario at a fixed arrival rate, with progress, then a summary."""
+    """Live traffic (every event at its own time, in order) for ``duration_s`` simulated seconds,
+    ``speedup`` times faster than real time, with the scenario's injected incident; waits until the
+    warehouse and the alert monitor have seen everything, then reports traffic and alerts."""
     from simulator.run import simulate
 
-    stack = start_stack(settings)
+    stack = start_stack(
+        settings,
+        HERALD_ALERT_GRACE_MINUTES=str(grace_minutes),
+        HERALD_ALERT_LATENESS_S=str(min(settings.alert_lateness_s, 5.0)),
+    )
     emitter: Emitter | None = None
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(seconds=duration_s)
+    if speedup != math.inf:
+        start = datetime.now(UTC)
     try:
         emitter = Emitter(
             stack.bootstrap, settings.topics.lifecycle, max_event_bytes=10 * settings.max_event_bytes
@@ -146,48 +186,59 @@ def run_traffic_demo(
 
         def show(p: Any) -> None:
             if progress:
-                written = stack.worker.health()["written"]
+                health = stack.worker.health()
+                monitor = health.get("monitor") or {}
                 progress(
-                    f"{p.elapsed_s:6.0f}s/{duration_s:.0f}s  emitted {p.events} events "
-                    f"({p.invalid} invalid)  warehouse rows {written}  behind schedule {p.behind_s:.1f}s"
+                    f"{p.elapsed_s:5.0f}s  emitted {p.events} events ({p.invalid} invalid)  warehouse rows "
+                    f"{health['written']}  monitor at {_clock(monitor.get('next_minute'))}  "
+                    f"alerts {monitor.get('published', 0)}"
                 )
 
         t0 = time.monotonic()
         summary = simulate(
             emitter,
-            start=datetime.now(UTC),
+            start=start,
             rate_per_s=rate,
             duration_s=duration_s,
             seed=seed,
-            scenario="mixed",
+            scenario=scenario,
             max_bytes=settings.max_event_bytes,
             progress=show,
             progress_every_s=2.0,
+            live=True,
+            speedup=speedup,
         )
         stack.wait_caught_up(progress)
+        last_closed = start + timedelta(seconds=duration_s) - timedelta(minutes=1)
+        stack.wait_monitor(last_closed.replace(second=0, microsecond=0), progress)
         elapsed = time.monotonic() - t0
         columns, rows = query_endpoint(stack.worker.api, TENANT_SUMMARY)
+        alert_columns, alert_rows = query_endpoint(stack.worker.api, ALERTS_REPORT)
         return {
             "scenario": summary.scenario,
+            "simulated": f"{duration_s / 60:.0f} min from {start.isoformat()} at {rate:g} notifications/s",
             "produced": summary.events,
             "invalid": summary.invalid,
             "notifications": summary.notifications,
             "warehouse_events": int(stack.sql_scalar("SELECT count() FROM events")),
             "dlq": topic_size(stack.bootstrap, settings.topics.dead_letter),
             "duplicates": int(stack.sql_scalar("SELECT sum(duplicates) FROM ingest_batches")),
+            "alert_changes_on_topic": topic_size(stack.bootstrap, settings.topics.alerts),
             "seconds": round(elapsed, 1),
             "anomaly_windows": [
                 {
                     "kind": w.kind,
-                    "start_s": w.start_s,
-                    "end_s": w.end_s,
+                    "start": (start + timedelta(seconds=w.start_s)).isoformat(),
+                    "end": (start + timedelta(seconds=w.end_s)).isoformat(),
                     "tenant": w.tenant_id,
                     "channel": w.channel,
                     "provider": w.provider,
                 }
                 for w in summary.windows
             ],
+            "alerts": [dict(zip(alert_columns, row, strict=True)) for row in alert_rows],
             "tenants": [dict(zip(columns, row, strict=True)) for row in rows],
+            "dashboard": f"{stack.worker.api}/dashboard",
             "data_dir": str(settings.data_dir.resolve()),
         }
     finally:
@@ -196,18 +247,33 @@ def run_traffic_demo(
         stack.stop()
 
 
+def _clock(iso: str | None) -> str:
+    return iso[11:16] if iso else "--:--"
+
+
 def render_report(report: dict[str, Any]) -> str:
     lines = ["", "Herald demo"]
     for key, value in report.items():
-        if key not in ("tenants", "anomaly_windows"):
+        if key not in ("tenants", "anomaly_windows", "alerts"):
             lines.append(f"  {key:<24} {value}")
     if report.get("anomaly_windows"):
         lines.append("  injected anomalies:")
         for w in report["anomaly_windows"]:
             lines.append(
-                f"    {w['kind']:<16} {w['start_s']:>5.0f}s to {w['end_s']:.0f}s  "
+                f"    {w['kind']:<16} {w['start'][11:16]} to {w['end'][11:16]} UTC  "
                 f"{w['tenant'] or '*'} {w['channel'] or '*'} {w['provider'] or '*'}"
             )
+    if "alerts" in report:
+        lines.append(f"  alerts raised: {len(report['alerts'])}")
+        for a in report["alerts"]:
+            resolved = f"resolved {str(a['resolved_at'])[11:16]}" if a["resolved_at"] else "OPEN"
+            lines.append(
+                f"    {a['severity']:<8} {a['metric']} {a['kind']} on {a['tenant_id']}/{a['channel']}/"
+                f"{a['provider']}: {a['observed']} vs {a['expected']} expected, first seen "
+                f"{str(a['first_seen'])[11:16]}, {resolved}"
+            )
+            lines.append(f"      runbook:   {a['runbook_url']}")
+            lines.append(f"      dashboard: {a['dashboard_url']}")
     if report.get("tenants"):
         cols = list(report["tenants"][0])
         lines.append("")

@@ -117,6 +117,9 @@ _SCENARIOS: Final[dict[str, tuple[tuple[tuple[Anomaly, float, float], ...], bool
     "latency_spike": (((latency_spike, 0.3, 0.5),), False),
     "bad_input": ((), True),
     "mixed": (((provider_outage, 0.1, 0.2), (delivery_drop, 0.35, 0.5), (latency_spike, 0.6, 0.7)), True),
+    # The demo's incident: over 150 simulated minutes, an hour of judged normal traffic after the
+    # monitor's warm-up, a 15-minute drop on one series from minute 90, then recovery; bad input mixed in.
+    "alert_drill": (((delivery_drop, 0.6, 0.7),), True),
 }
 SCENARIO_NAMES: Final = tuple(_SCENARIOS)
 
@@ -127,7 +130,7 @@ def build_scenario(name: str, duration_s: float, model: TrafficModel = DEFAULT_M
     >>> build_scenario("calm", 60)
     Traceback (most recent call last):
     ...
-    herald.errors.ConfigError: unknown scenario 'calm'; valid: normal, provider_outage, delivery_drop, latency_spike, bad_input, mixed
+    herald.errors.ConfigError: unknown scenario 'calm'; valid: normal, provider_outage, delivery_drop, latency_spike, bad_input, mixed, alert_drill
     """  # noqa: E501  (a doctest traceback line cannot be wrapped)
     if name not in _SCENARIOS:
         raise ConfigError(f"unknown scenario {name!r}; valid: {', '.join(SCENARIO_NAMES)}")
