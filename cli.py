@@ -236,6 +236,16 @@ def simulate(
     invalid_every: Annotated[
         int, typer.Option(help="One bad message after every N valid events (0 = none).")
     ] = 0,
+    live: Annotated[
+        bool,
+        typer.Option(
+            help="Emit each event when it happens (occurred_at order), as services do; "
+            "without it a notification's whole lifecycle is emitted at its request."
+        ),
+    ] = False,
+    speedup: Annotated[
+        float, typer.Option(help="Simulated seconds per wall second (inf = as fast as possible).")
+    ] = 1.0,
 ) -> None:
     """Send realistic multi-tenant lifecycle traffic to the lifecycle topic at a fixed arrival rate."""
     from datetime import UTC, datetime
@@ -256,6 +266,8 @@ def simulate(
         scenario=scenario,
         invalid_every=invalid_every,
         max_bytes=s.max_event_bytes,
+        live=live,
+        speedup=speedup,
         progress=lambda p: _say(
             f"{p.elapsed_s:6.1f}s  {p.events} events  {p.invalid} invalid  behind schedule {p.behind_s:.1f}s"
         ),

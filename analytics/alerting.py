@@ -183,6 +183,7 @@ def alert_record(
             "tenant": change.series.tenant_id,
             "channel": change.series.channel,
             "provider": change.series.provider,
+            "range": "6h",  # the minutes before the alert, at minute resolution
         }
     )
     return {

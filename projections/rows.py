@@ -1,8 +1,9 @@
-"""Pure mapping from a decoded lifecycle event (plus its log position) to an ``events`` row."""
+"""Pure mappings to warehouse rows: a decoded lifecycle event (plus its log position) to an ``events``
+row, an alerts-topic record to an ``alerts`` row."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 EVENT_COLUMNS: Final = (
@@ -112,3 +113,35 @@ def event_row(
 
 def month_of(occurred_at: datetime) -> int:
     return occurred_at.year * 100 + occurred_at.month
+
+
+ALERT_COLUMNS: Final = (
+    *("alert_id", "status", "tenant_id", "channel", "provider", "series_key", "metric", "kind"),
+    *("severity", "observed", "expected", "score", "window_start", "window_end", "first_seen"),
+    *("emitted_at", "dashboard_url", "runbook_url", "policy_version", "detail"),
+)
+"""The columns of an ``alerts`` row (recorded_at is the table's default)."""
+_ALERT_TIMES: Final = frozenset({"window_start", "window_end", "first_seen", "emitted_at"})
+
+
+def alert_row(record: dict[str, Any]) -> list[Any]:
+    """The ``alerts`` row of an alerts-topic record (schemas/avro/alert_event.avsc; times in epoch ms).
+
+    >>> row = alert_row({"alert_id": "a1", "status": "OPENED", "tenant_id": "t", "channel": "SMS",
+    ...     "provider": "p", "metric": "volume", "kind": "drop", "severity": "major", "observed": 0.0,
+    ...     "expected": 9.0, "score": 0.9, "window_start": 0, "window_end": 60_000, "first_seen": 0,
+    ...     "emitted_at": 0, "dashboard_url": "d", "runbook_url": "r", "policy_version": None,
+    ...     "detail": None})
+    >>> row[5], row[13], row[18:]
+    ('t/SMS/p', datetime.datetime(1970, 1, 1, 0, 1, tzinfo=datetime.timezone.utc), ['', ''])
+    """
+    values = {
+        **record,
+        "series_key": f"{record['tenant_id']}/{record['channel']}/{record['provider']}",
+        "policy_version": record.get("policy_version") or "",
+        "detail": record.get("detail") or "",
+    }
+    return [
+        datetime.fromtimestamp(values[c] / 1000, UTC) if c in _ALERT_TIMES else values[c]
+        for c in ALERT_COLUMNS
+    ]

@@ -38,6 +38,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from analytics.alerting import MINUTE_MS, AlertChange, AlertPolicy, SeriesKey, alert_record
 from analytics.monitor import AlertMonitor, MinuteCounts, MonitorConfig
 from herald.settings import Settings
+from projections.rows import ALERT_COLUMNS, alert_row
 from projections.warehouse import Warehouse
 from schemas.codec import AvroCodec
 
@@ -343,7 +344,7 @@ class AlertMonitorService:
             self._pending_rows.extend(self._pending_records)
             self._pending_records = []
         if self._pending_rows:
-            self.warehouse.insert("alerts", [_row(r) for r in self._pending_rows], list(_ROW_COLUMNS))
+            self.warehouse.insert("alerts", [alert_row(r) for r in self._pending_rows], list(ALERT_COLUMNS))
             self._pending_rows = []
         return True
 
@@ -367,24 +368,6 @@ class AlertMonitorService:
         if self._producer.flush(30) == 0 and not self._delivery_errors:
             self._last_checkpoint, self._dirty = now, False
             self.checkpoint_minute_ms = self.monitor.next_minute_ms
-
-
-_ROW_COLUMNS = (
-    *("alert_id", "status", "tenant_id", "channel", "provider", "series_key", "metric", "kind"),
-    *("severity", "observed", "expected", "score", "window_start", "window_end", "first_seen"),
-    *("emitted_at", "dashboard_url", "runbook_url", "policy_version", "detail"),
-)
-
-
-def _row(record: dict[str, Any]) -> list[Any]:
-    times = {"window_start", "window_end", "first_seen", "emitted_at"}
-    row = {
-        **record,
-        "series_key": f"{record['tenant_id']}/{record['channel']}/{record['provider']}",
-        "policy_version": record.get("policy_version") or "",
-        "detail": record.get("detail") or "",
-    }
-    return [datetime.fromtimestamp(row[c] / 1000, UTC) if c in times else row[c] for c in _ROW_COLUMNS]
 
 
 def _iso(ms: int | None) -> str | None:

@@ -17,10 +17,11 @@ from playwright.sync_api import Browser, Locator, Page, sync_playwright
 from analytics.alerting import AlertChange, SeriesKey, alert_id, alert_record
 from herald.local import query_endpoint
 from herald.supervise import WorkerProcess
+from projections.rows import ALERT_COLUMNS
 from projections.warehouse import Warehouse
 from simulator.run import emit_exact
 from tests.conftest import Herald
-from tests.integration.helpers import ALERTS_COLUMNS, alert_row
+from tests.integration.helpers import alert_change_row
 from web.auth import entry_yaml, new_key
 from web.dashboard import LOCAL_RUNBOOK_BASE
 
@@ -205,8 +206,8 @@ def write_alerts(worker: WorkerProcess, changes: list[AlertChange]) -> None:
     file), the way a second worker on the same machine writes."""
     warehouse = Warehouse(json.loads(worker.run_file.read_text())["warehouse_http"])
     try:
-        rows = [alert_row(c, worker.api, worker.api + LOCAL_RUNBOOK_BASE) for c in changes]
-        warehouse.insert("alerts", rows, ALERTS_COLUMNS)
+        rows = [alert_change_row(c, worker.api, worker.api + LOCAL_RUNBOOK_BASE) for c in changes]
+        warehouse.insert("alerts", rows, ALERT_COLUMNS)
     finally:
         warehouse.close()
 
@@ -254,7 +255,7 @@ def check_alerts_panel(page: Page, api: str, still_open: AlertChange, done: Aler
     assert 'id="delivery-rate-drop"' in response.text()
     link = open_row.get_by_test_id("alert-dashboard-link")
     assert link.get_attribute("href") == record["dashboard_url"]
-    assert record["dashboard_url"] == f"{api}/dashboard?tenant={A}&channel=SMS&provider=sms-primary"
+    assert record["dashboard_url"] == f"{api}/dashboard?tenant={A}&channel=SMS&provider=sms-primary&range=6h"
 
 
 def check_alert_opens_its_series(page: Page, still_open: AlertChange, done: AlertChange) -> None:
@@ -267,6 +268,7 @@ def check_alert_opens_its_series(page: Page, still_open: AlertChange, done: Aler
     assert page.get_by_test_id("tenant-select").input_value() == A
     assert page.get_by_test_id("channel-select").input_value() == "SMS"
     assert page.get_by_test_id("provider-select").input_value() == "sms-primary"
+    assert page.get_by_test_id("range-select").input_value() == "6h"
     alert_locator(page, still_open).wait_for(state="visible", timeout=WAIT_MS)
     assert alert_locator(page, done).count() == 0  # the EMAIL alert is another series
 

@@ -3,12 +3,12 @@ alert rows as the monitor writes them)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from analytics.alerting import AlertChange, alert_record
+from projections.rows import alert_row
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
@@ -51,36 +51,6 @@ def snapshot(sql: Any) -> dict[str, Any]:
     return {name: sql(q) for name, q in SNAPSHOT_QUERIES.items()}
 
 
-ALERTS_COLUMNS = (
-    "alert_id",
-    "status",
-    "tenant_id",
-    "channel",
-    "provider",
-    "series_key",
-    "metric",
-    "kind",
-    "severity",
-    "observed",
-    "expected",
-    "score",
-    "window_start",
-    "window_end",
-    "first_seen",
-    "emitted_at",
-    "dashboard_url",
-    "runbook_url",
-    "policy_version",
-    "detail",
-)
-"""The columns of an ``alerts`` row the monitor writes (recorded_at is the table's default)."""
-
-
-def alert_row(change: AlertChange, dashboard_base: str, runbook_base: str) -> list[Any]:
-    """The ``alerts`` row of a change: alert_record's content (the topic's), times as DateTime64 values."""
-    record = alert_record(change, dashboard_base, runbook_base, policy_version="test-1")
-    record["series_key"] = change.series.text
-    record["detail"] = record["detail"] or ""
-    for name in ("window_start", "window_end", "first_seen", "emitted_at"):
-        record[name] = datetime.fromtimestamp(record[name] / 1000, tz=UTC)
-    return [record[name] for name in ALERTS_COLUMNS]
+def alert_change_row(change: AlertChange, dashboard_base: str, runbook_base: str) -> list[Any]:
+    """The ``alerts`` row the monitor writes for a change (alert_record's content, the topic's)."""
+    return alert_row(alert_record(change, dashboard_base, runbook_base, policy_version="test-1"))

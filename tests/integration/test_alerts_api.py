@@ -16,9 +16,10 @@ from fastapi.testclient import TestClient
 
 from analytics.alerting import AlertChange, SeriesKey, alert_id
 from projections.migrate import migrate
+from projections.rows import ALERT_COLUMNS
 from projections.warehouse import Warehouse
 from streams.pipeline import IngestTotals
-from tests.integration.helpers import ALERTS_COLUMNS, alert_row
+from tests.integration.helpers import alert_change_row
 from web.app import create_api
 from web.auth import NO_KEYS, hash_key, load_key_ring
 
@@ -61,7 +62,7 @@ def resolved(opened: AlertChange, last_anomalous: datetime, resolved_at: datetim
 
 
 def row(c: AlertChange) -> list[Any]:
-    return alert_row(c, BASE, BASE + "/dashboard/")
+    return alert_change_row(c, BASE, BASE + "/dashboard/")
 
 
 SMS_A = SeriesKey(A, "SMS", "sms-primary")
@@ -102,7 +103,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         migrate(warehouse)
         warehouse.command("SYSTEM STOP MERGES alerts")  # the duplicate stays on disk: the reader folds it
         for c in (A_OLD, A_OLD_END, A_RESOLVED, B_OPEN, A_OPEN, A_RESOLVED_END, A_OPEN):
-            warehouse.insert("alerts", [row(c)], ALERTS_COLUMNS)
+            warehouse.insert("alerts", [row(c)], ALERT_COLUMNS)
         keys_file = root / "keys.yaml"
         entries = [
             {"name": "viewer-a", "tenant": A, "role": "viewer", "key_sha256": hash_key(KEYS["viewer-a"])},
@@ -180,7 +181,7 @@ def test_resolved_at_is_set_only_for_the_resolved_alert(env: Env) -> None:
     )
     assert (still["severity"], still["observed"], still["expected"]) == ("major", 2400.0, 800.0)
     assert still["first_seen"] == (NOW - timedelta(minutes=30)).isoformat()
-    assert still["dashboard_url"] == f"{BASE}/dashboard?tenant={A}&channel=EMAIL&provider=mail-relay"
+    assert still["dashboard_url"] == f"{BASE}/dashboard?tenant={A}&channel=EMAIL&provider=mail-relay&range=6h"
     assert still["runbook_url"] == f"{BASE}/dashboard/docs/runbooks/latency.md#latency-p95-spike"
     assert done["runbook_url"] == f"{BASE}/dashboard/docs/runbooks/delivery.md#delivery-rate-drop"
 

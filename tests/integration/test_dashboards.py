@@ -18,17 +18,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from analytics.alerting import AlertChange, SeriesKey, alert_id
 from analytics.runbooks import RUNBOOKS
 from herald.errors import WarehouseError
 from herald.settings import load_settings
 from projections.migrate import migrate
+from projections.rows import ALERT_COLUMNS
 from projections.warehouse import Warehouse
 from projections.writer import IngestWriter
 from schemas.codec import lifecycle_codec
@@ -36,6 +38,8 @@ from simulator.model import DEFAULT_MODEL, generate
 from streams.ingest import SourceMessage
 from streams.pipeline import IngestPipeline
 from streams.replay import CountingDeadLetters
+from tests.integration.helpers import alert_change_row
+from web.dashboard import INDEX_SECTIONS
 from web.sql import read_only_problem
 
 pytestmark = pytest.mark.integration
@@ -97,6 +101,16 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filled]:
         # Engagement (opens, clicks) lands up to hours after the request: view up to the last event.
         end = max(datetime.now(UTC), *(e["occurred_at"] for e in events)) + timedelta(minutes=1)
         last_offsets = {m.partition: m.offset for m in messages}
+        # One resolved alert in the window, as the monitor would have written it, for the alerts panel.
+        series = SeriesKey("acme-home", "SMS", "sms-primary")
+        opened_ms = int((start + timedelta(minutes=3)).timestamp() * 1000)
+        opened = AlertChange(
+            alert_id(series, opened_ms), "OPENED", series, "delivery_rate", "drop", "critical", 0.3, 0.96,
+            0.99, opened_ms, opened_ms + 60_000, opened_ms, opened_ms,
+        )  # fmt: skip
+        resolved = replace(opened, status="RESOLVED", at_ms=opened_ms + 6 * 60_000)
+        rows = [alert_change_row(c, "http://herald", "http://herald/dashboard/") for c in (opened, resolved)]
+        warehouse.insert("alerts", rows, list(ALERT_COLUMNS))
         yield Filled(warehouse, start - timedelta(minutes=5), end, len(events), last_offsets)
     finally:
         warehouse.close()
@@ -226,14 +240,16 @@ def test_delivery_dashboard_filters_by_tenant_channel_and_provider() -> None:
 
 
 def test_every_panel_links_a_known_runbook() -> None:
-    """Every query panel links a runbook, and every link is ${runbook_base}/ plus a RUNBOOKS value."""
+    """Every query panel links a runbook, and every link is ${runbook_base}/ plus a RUNBOOKS value (or
+    an index section, for the alerts panel that lists every kind)."""
+    known = {*RUNBOOKS.values(), *INDEX_SECTIONS.values()}
     for path in DASHBOARDS:
         for panel in _query_panels(_dashboard(path)):
             urls = [link["url"] for link in panel.get("links", [])]
             assert urls, f"{path.name}: {panel['title']} has no runbook link"
             for url in urls:
                 assert url.startswith(RUNBOOK_BASE), url
-                assert url.removeprefix(RUNBOOK_BASE) in RUNBOOKS.values(), f"{panel['title']}: {url}"
+                assert url.removeprefix(RUNBOOK_BASE) in known, f"{panel['title']}: {url}"
 
 
 def test_variable_queries_list_the_simulated_tenants_channels_and_providers(filled: Filled) -> None:

@@ -129,7 +129,7 @@ def test_alert_records_follow_the_contract_and_carry_working_links() -> None:
     decoded = codec.decode(codec.encode(record))
     assert decoded["status"] == "OPENED" and decoded["alert_id"] == opened.alert_id
     assert record["dashboard_url"] == (
-        "http://herald:8740/dashboard?tenant=acme-home&channel=SMS&provider=sms-primary"
+        "http://herald:8740/dashboard?tenant=acme-home&channel=SMS&provider=sms-primary&range=6h"
     )
     assert record["runbook_url"].startswith("https://docs.example/herald/docs/runbooks/delivery.md#")
 

@@ -673,7 +673,7 @@
       const entry = state.config.runbooks[link.dataset.panel];
       if (entry) {
         link.href = entry.url;
-        link.title = `Runbook for ${entry.key}`;
+        link.title = entry.key.startsWith("index.") ? "Runbooks: every alert kind" : `Runbook for ${entry.key}`;
       } else {
         link.hidden = true;
       }
