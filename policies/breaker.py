@@ -67,6 +67,7 @@ class CircuitBreaker:
         self.probe_successes = 0
         self.probe_failures = 0
         self.last_error_class: str | None = None
+        self.failure_streak = 0  # failures in a row, reset by any success
         # [second, successes, failures], oldest first; a plain deque of lists pickles compactly
         self._buckets: deque[list[int]] = deque()
         self._pending: list[BreakerTransition] = []
@@ -121,6 +122,7 @@ class CircuitBreaker:
         """Count a delivered/accepted request; may close a half-open breaker."""
         self._advance(now)
         self._add(now, failed=False)
+        self.failure_streak = 0
         if self.state == "half_open":
             self.probe_successes += 1
             return self._judge_probes(now)
@@ -130,6 +132,7 @@ class CircuitBreaker:
         """Count a failed request (timeout, provider_5xx, ...); may open the breaker."""
         self._advance(now)
         self._add(now, failed=True)
+        self.failure_streak += 1
         self.last_error_class = error_class
         if self.state == "half_open":
             self.probe_failures += 1
@@ -183,6 +186,9 @@ class CircuitBreaker:
     def _judge_window(self, now: float) -> BreakerTransition | None:
         if self.state != "closed":
             return None
+        streak = self.settings.consecutive_failures
+        if streak is not None and self.failure_streak >= streak:
+            return self._open(now, f"{self.failure_streak} failures in a row ({self.last_error_class})")
         requests, failures = self.window(now)
         rate = failures / requests if requests else 0.0
         if requests >= self.settings.min_requests and rate >= self.settings.open_error_rate:

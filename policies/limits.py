@@ -381,7 +381,15 @@ def evaluate_dispatch(
             charged = Budget(spec).charge(state.budgets[scope], now, cost)
             alerts_out += [(scope, a) for a in charged.alerts]
             paused += [scope] if charged.paused else []
-    reason = "routed.failover" if route.failover else "routed.primary"
+    # failover: a provider ahead in the order is unavailable; probe: the first one is half-open and
+    # this message tests whether it recovered; primary: the first one, healthy
+    reason = (
+        "routed.failover"
+        if route.failover
+        else "routed.probe"
+        if route.reason.startswith("probe")
+        else "routed.primary"
+    )
     return Decision(
         "route",
         reason,

@@ -86,6 +86,8 @@ class BreakerSettings(_Model):
     ``min_requests`` outcomes; stays open ``open_seconds``; then lets ``half_open_probes`` requests
     through and closes only if their error rate is at most ``recovery_error_rate``. The gap between
     the two rates is the hysteresis: a provider hovering between them neither opens nor recovers.
+    ``consecutive_failures`` also opens it after that many failures in a row, however many successes
+    the window holds: a provider that went down does not get ``window_seconds`` to prove it.
     """
 
     window_seconds: int = Field(default=60, ge=1, le=3600)
@@ -94,6 +96,9 @@ class BreakerSettings(_Model):
     recovery_error_rate: float = Field(default=0.1, ge=0.0, lt=1.0)
     open_seconds: float = Field(default=30.0, gt=0.0)
     half_open_probes: int = Field(default=5, ge=1)
+    consecutive_failures: int | None = Field(
+        default=None, ge=1, description="Open at once after this many failures in a row (a hard outage)."
+    )
 
     @field_validator("recovery_error_rate")
     @classmethod

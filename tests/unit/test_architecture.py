@@ -6,7 +6,10 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE = ["streams/dedup.py", "streams/ingest.py", "schemas/contract.py", "projections/rows.py", "web/sql.py"]
+PURE = [
+    *("streams/dedup.py", "streams/ingest.py", "schemas/contract.py", "projections/rows.py", "web/sql.py"),
+    *("dispatch/core.py", "providers/base.py", "analytics/monitor.py"),
+]
 PURE_PACKAGES = ["experiments", "analytics", "policies"]
 FORBIDDEN = {
     "confluent_kafka",
@@ -17,6 +20,9 @@ FORBIDDEN = {
     "fastavro",
     "httpx",
     "requests",
+    "aiohttp",
+    "aiosmtplib",
+    "aiosmtpd",
     "fastapi",
     "uvicorn",
     "os",

@@ -183,3 +183,21 @@ def test_peeking_does_not_consume_probes() -> None:
     for _ in range(20):
         choose_provider(["sms-primary"], {"sms-primary": primary}, 1031.0, reserve=False)
     assert primary.probes_sent == 0
+
+
+def test_failures_in_a_row_open_the_breaker_despite_a_window_full_of_successes() -> None:
+    """With consecutive_failures 5, a provider that stops answering opens on its fifth failure in a
+    row, although the window's error rate (5 of 105) is far below the threshold; a success between
+    failures resets the count."""
+    settings = BreakerSettings(window_seconds=60, min_requests=10, consecutive_failures=5)
+    b = CircuitBreaker("sms-primary", "sms", settings)
+    for i in range(100):
+        b.record_success(100.0 + i * 0.1)
+    for _ in range(4):
+        assert b.record_failure(111.0, "unavailable") is None
+    b.record_success(111.1)
+    assert [b.record_failure(111.2, "unavailable") for _ in range(4)] == [None] * 4
+    opened = b.record_failure(111.3, "unavailable")
+    assert opened is not None and opened.to_state == "open"
+    assert opened.reason == "5 failures in a row (unavailable)"
+    assert b.window(111.3) == (110, 9)  # the rate rule alone would have stayed closed

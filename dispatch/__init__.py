@@ -1,0 +1,1 @@
+"""Dispatch: send requests -> decisions, provider attempts and their lifecycle events."""

@@ -1,0 +1,170 @@
+"""Dispatch decisions as lifecycle events: once per request, exactly one failover retry, breakers that
+fail over and back, rate limits and budgets that hold exactly, and events that satisfy the contract."""
+
+from __future__ import annotations
+
+import doctest
+import pickle
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+import dispatch.core
+from dispatch.core import Attempt, Dispatcher, Step, example_request
+from policies.loader import LoadedPolicy, load_policy_text
+from providers.base import SendResult
+from schemas.codec import lifecycle_codec
+from schemas.contract import contract_violations
+
+POLICY = """
+providers:
+  email: [{name: mail-a, price_micros: 100, currency: USD}, {name: mail-b, price_micros: 150, currency: USD}]
+  sms: [{name: sms-a, price_micros: 7000, currency: USD}, {name: sms-b, price_micros: 6000, currency: USD}]
+routing:
+  default: {email: [mail-a, mail-b], sms: [sms-a, sms-b]}
+breaker: {window_seconds: 60, min_requests: 4, open_error_rate: 0.5, recovery_error_rate: 0.1,
+          open_seconds: 10, half_open_probes: 2}
+campaigns:
+  small: {budget: {messages_total: 5}}
+  slow: {rate: {per_minute: 3}}
+"""
+T0 = int(datetime(2026, 1, 1, 16, tzinfo=UTC).timestamp() * 1000)
+
+
+@pytest.fixture
+def loaded() -> LoadedPolicy:
+    return load_policy_text(POLICY, source="test.yaml")
+
+
+def request(n: int, **overrides: Any) -> dict[str, Any]:
+    base = {"request_id": f"req-{n}", "notification_id": f"n-{n}", "campaign_id": None}
+    return example_request(**{**base, **overrides})
+
+
+def ok(provider: str) -> SendResult:
+    return SendResult(provider, True, "m-1", None, False, 20)
+
+
+def fail(provider: str, error_class: str = "provider_5xx", retryable: bool = True) -> SendResult:
+    return SendResult(provider, False, None, error_class, retryable, 20, "boom", "503")
+
+
+def send(d: Dispatcher, n: int, at_ms: int, result_for: Any, **overrides: Any) -> list[Step]:
+    """Decide request n and answer every attempt with ``result_for(provider)``; all steps in order."""
+    steps = [d.decide(request(n, **overrides), at_ms)]
+    while steps[-1].attempt is not None:
+        attempt = steps[-1].attempt
+        steps.append(d.outcome(attempt, result_for(attempt.provider), at_ms + 10))
+    return steps
+
+
+def types(steps: list[Step]) -> list[str]:
+    return [e["event_type"] for s in steps for e in s.events]
+
+
+def test_a_request_is_requested_dispatched_and_sent_once_with_cost_latency_and_policy_version(
+    loaded: LoadedPolicy,
+) -> None:
+    d = Dispatcher(loaded)
+    steps = send(d, 1, T0, ok)
+    assert types(steps) == ["REQUESTED", "DISPATCHED", "SENT"]
+    dispatched, sent = steps[0].events[1], steps[1].events[0]
+    assert (dispatched["provider"], dispatched["reason"], dispatched["policy_version"]) == (
+        "sms-a", "routed.primary", loaded.version,
+    )  # fmt: skip
+    assert (sent["provider"], sent["latency_ms"], sent["cost_micros"], sent["currency"]) == (
+        "sms-a",
+        10,
+        7000,
+        "USD",
+    )
+    assert d.status("req-1") == "sent"
+    assert d.decide(request(1), T0 + 5_000).events == []  # redelivered: nothing new
+    codec = lifecycle_codec()
+    for event in (e for s in steps for e in s.events):
+        assert contract_violations(event, datetime.fromtimestamp(T0 / 1000, UTC)) == []
+        assert codec.decode(codec.encode(event))["event_id"] == event["event_id"]
+    assert len({e["event_id"] for s in steps for e in s.events}) == 3
+
+
+def test_a_retryable_failure_is_retried_exactly_once_on_the_next_provider_with_the_same_key(
+    loaded: LoadedPolicy,
+) -> None:
+    d = Dispatcher(loaded)
+    steps = send(d, 1, T0, lambda p: fail(p) if p == "sms-a" else ok(p))
+    assert types(steps) == ["REQUESTED", "DISPATCHED", "FAILED", "DISPATCHED", "SENT"]
+    failed, retry = steps[1].events
+    assert failed["error"]["error_class"] == "provider_5xx" and failed["provider"] == "sms-a"
+    assert (retry["provider"], retry["reason"]) == ("sms-b", "routed.retry_failover")
+    assert [s.attempt.number for s in steps if s.attempt] == [1, 2]
+    assert all(s.attempt.request_id == "req-1" for s in steps if s.attempt)  # one idempotency chain
+
+    both_down = send(d, 2, T0, fail)
+    assert types(both_down) == ["REQUESTED", "DISPATCHED", "FAILED", "DISPATCHED", "FAILED"]
+    assert d.status("req-2") == "failed"  # a second failure is final: no third attempt
+
+
+def test_a_permanent_failure_is_not_retried_and_late_answers_change_nothing(loaded: LoadedPolicy) -> None:
+    d = Dispatcher(loaded)
+    steps = send(d, 1, T0, lambda p: fail(p, "invalid_recipient", retryable=False))
+    assert types(steps) == ["REQUESTED", "DISPATCHED", "FAILED"] and d.status("req-1") == "failed"
+    late = Attempt("req-1", "sms-a", 1, False, T0)
+    assert d.outcome(late, ok("sms-a"), T0 + 60_000) == Step()
+    assert d.status("req-1") == "failed"
+
+
+def test_a_failing_primary_opens_its_breaker_then_traffic_fails_over_and_back(loaded: LoadedPolicy) -> None:
+    """Four failures open sms-a: new requests go to sms-b directly (routed.failover); after 10 s two
+    good probes close it and requests go to sms-a again (failback)."""
+    d = Dispatcher(loaded)
+    for n in range(4):
+        send(d, n, T0 + n * 100, lambda p: fail(p) if p == "sms-a" else ok(p))
+    after = send(d, 10, T0 + 1_000, ok)
+    assert types(after) == ["REQUESTED", "DISPATCHED", "SENT"]
+    assert (after[0].events[1]["provider"], after[0].events[1]["reason"]) == ("sms-b", "routed.failover")
+    probe = send(d, 11, T0 + 12_000, ok)
+    assert (probe[0].events[1]["provider"], probe[0].events[1]["reason"]) == ("sms-a", "routed.probe")
+    send(d, 12, T0 + 12_100, ok)
+    back = send(d, 13, T0 + 12_200, ok)
+    assert (back[0].events[1]["provider"], back[0].events[1]["reason"]) == ("sms-a", "routed.primary")
+
+
+def test_a_budget_of_b_messages_routes_exactly_b_and_suppresses_the_rest(loaded: LoadedPolicy) -> None:
+    d = Dispatcher(loaded)
+    outcomes = [send(d, n, T0 + n, ok, campaign_id="small") for n in range(8)]
+    assert sum(1 for s in outcomes if "SENT" in types(s)) == 5
+    suppressed = [s[0].events[-1] for s in outcomes if "SUPPRESSED" in types(s)]
+    assert len(suppressed) == 3
+    assert {e["reason"] for e in suppressed} == {"budget_exhausted.campaign.messages_total"}
+
+
+def test_a_rate_limit_defers_the_excess_and_the_deferred_request_is_decided_again(
+    loaded: LoadedPolicy,
+) -> None:
+    d = Dispatcher(loaded)
+    steps = [d.decide(request(n, campaign_id="slow"), T0 + n) for n in range(5)]
+    routed = [s for s in steps if s.attempt is not None]
+    deferred = [s for s in steps if s.defer_until_ms is not None]
+    assert len(routed) == 3 and len(deferred) == 2
+    assert all(s.events == [s.events[0]] and s.events[0]["event_type"] == "REQUESTED" for s in deferred)
+    due = deferred[0].defer_until_ms
+    assert due is not None and due == T0 - T0 % 60_000 + 60_000  # the next minute window
+    again = d.decide(request(3, campaign_id="slow"), due)
+    assert [e["event_type"] for e in again.events] == ["DISPATCHED"]  # REQUESTED is not repeated
+
+
+def test_an_expired_request_is_suppressed_and_state_survives_pickling(loaded: LoadedPolicy) -> None:
+    d = Dispatcher(loaded)
+    expired = d.decide(request(1, not_after=datetime.fromtimestamp((T0 - 1) / 1000, UTC)), T0)
+    assert types([expired]) == ["REQUESTED", "SUPPRESSED"] and expired.events[1]["reason"] == "expired"
+    send(d, 2, T0, ok, campaign_id="small")
+    restored = pickle.loads(pickle.dumps(d))
+    assert restored.status("req-2") == "sent" and restored.decide(request(2), T0 + 1).events == []
+    assert [types(send(restored, n, T0 + n, ok, campaign_id="small")).count("SENT") for n in range(3, 9)] == [
+        1, 1, 1, 1, 0, 0,
+    ]  # fmt: skip  # 5 in total, counted across the pickle
+
+
+def test_docstring_examples_run() -> None:
+    assert doctest.testmod(dispatch.core).failed == 0
