@@ -27,6 +27,8 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(experiments_app, name="experiments", help="Experiment statistics (offline analysis).")
 app.add_typer(anomaly_app, name="anomaly", help="Online anomaly scoring of metric series.")
+drill_app = typer.Typer(no_args_is_help=True, help="Operational drills against local providers.")
+app.add_typer(drill_app, name="drill")
 
 
 def settings() -> Settings:
@@ -319,6 +321,31 @@ def demo(
         typer.echo(json.dumps(report))
     else:
         typer.echo(demos.render_report(report))
+
+
+@drill_app.command("failover")
+def drill_failover(
+    cycles: Annotated[int, typer.Option(min=1, help="Kill/restore cycles of the primary providers.")] = 3,
+    rate: Annotated[float, typer.Option(min=1, help="Requests per second (half email, half SMS).")] = 100.0,
+    down: Annotated[float, typer.Option(min=1, help="Seconds the primaries stay down per cycle.")] = 6.0,
+    up: Annotated[float, typer.Option(min=1, help="Seconds after a restore before the next kill.")] = 12.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Steady email + SMS traffic through dispatch to the local providers; kill and restore the
+    primaries; report detect-to-switch and failback times, messages lost and sent twice."""
+    import asyncio
+
+    from dispatch.drill import DrillPlan, run_drill
+
+    settings()
+    plan = DrillPlan(rate_per_s=rate, cycles=cycles, down_s=down, up_s=up)
+    report = asyncio.run(run_drill(plan, None if as_json else _say))
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo("\n\nFailover drill")
+    for key, value in report.items():
+        typer.echo(f"  {key:<36} {value}")
 
 
 def _say(line: str) -> None:
