@@ -37,6 +37,8 @@ emitting a step twice is de-duplicated by ingest.
 
 from __future__ import annotations
 
+import pickle
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +50,7 @@ from policies.models import Priority
 from providers.base import SendResult
 
 SOURCE = "herald-dispatch"
+STATE_FORMAT = b"herald-dispatch-v1:"
 MAX_ATTEMPTS = 2  # the first send and one failover retry
 _PRIORITY: dict[str, Priority] = {"CRITICAL": "critical", "HIGH": "normal", "NORMAL": "normal", "LOW": "bulk"}
 Status = Literal["deferred", "suppressed", "sending", "sent", "failed"]
@@ -201,6 +204,40 @@ class Dispatcher:
             f"{attempt.request_id}.dispatched.{attempt.number}", provider=attempt.provider,
             reason=reason, policy_version=version,
         )  # fmt: skip
+
+    # -- persistence: what a restart must not forget (breakers are each worker's own view) -------
+    def snapshot(self) -> bytes:
+        """Counters, budgets and the ledger; settled entries keep their status only."""
+        ledger = {
+            key: (e.status, e.attempts, e.tried, e.record if e.status in ("deferred", "sending") else None)
+            for key, e in self.ledger.items()
+        }
+        return STATE_FORMAT + zlib.compress(pickle.dumps((self.state.rates, self.state.budgets, ledger)), 3)
+
+    @classmethod
+    def restore(cls, loaded: LoadedPolicy, data: bytes, breakers: dict[str, Any] | None = None) -> Dispatcher:
+        """The dispatcher a snapshot describes, sharing ``breakers`` (the worker's) if given."""
+        if not data.startswith(STATE_FORMAT):
+            raise ValueError("not a dispatcher snapshot")
+        rates, budgets, ledger = pickle.loads(zlib.decompress(data[len(STATE_FORMAT) :]))  # our own topic
+        dispatcher = cls(loaded, DispatchState(rates, budgets, breakers if breakers is not None else {}))
+        for key, (status, attempts, tried, record) in ledger.items():
+            dispatcher.ledger[key] = _Entry(record or {"request_id": key}, status, attempts, tuple(tried))
+        return dispatcher
+
+    def unfinished(self) -> list[tuple[str, Status, dict[str, Any]]]:
+        """(request id, status, record) of every deferred request and every send without an answer."""
+        return [
+            (k, e.status, e.record) for k, e in self.ledger.items() if e.status in ("deferred", "sending")
+        ]
+
+    def resume(self, request_id: str, now_ms: int) -> Attempt | None:
+        """After a restart, the send that was in flight, again: same provider, same attempt number and
+        idempotency key (a provider that honours the key does not send twice)."""
+        entry = self.ledger.get(request_id)
+        if entry is None or entry.status != "sending" or not entry.tried:
+            return None
+        return Attempt(request_id, entry.tried[-1], entry.attempts, entry.attempts > 1, now_ms)
 
     def forget_settled(self, keep: int) -> int:
         """Drop the oldest settled requests beyond ``keep`` entries (bounded memory); returns how many.

@@ -35,6 +35,28 @@ def default_render(record: Mapping[str, Any]) -> tuple[str, str]:
     return address, f"{record['template_id']} v{record.get('template_version') or 1}"
 
 
+async def call_provider(
+    adapter: ProviderAdapter | None,
+    attempt: Attempt,
+    record: Mapping[str, Any],
+    render: Render = default_render,
+) -> SendResult:
+    """Send one attempt; the idempotency key is the notification id, the same over the failover retry."""
+    if adapter is None:
+        return SendResult(attempt.provider, False, None, "unavailable", True, 0, "no adapter configured")
+    address, body = render(record)
+    request = SendRequest(
+        idempotency_key=str(record["notification_id"]),
+        tenant_id=str(record["tenant_id"]),
+        channel=record["channel"],
+        recipient=address,
+        template_id=str(record["template_id"]),
+        template_version=int(record.get("template_version") or 1),
+        body=body,
+    )
+    return await adapter.send(request)
+
+
 class DispatchService:
     def __init__(
         self,
@@ -85,25 +107,9 @@ class DispatchService:
 
     async def _send(self, attempt: Attempt) -> None:
         record = self._records[attempt.request_id]
-        adapter = self.adapters.get(attempt.provider)
         async with self._slots:
-            if adapter is None:
-                result = SendResult(
-                    attempt.provider, False, None, "unavailable", True, 0, "no adapter configured"
-                )
-            else:
-                address, body = self._render(record)
-                request = SendRequest(
-                    idempotency_key=str(record["notification_id"]),  # the same over the failover retry
-                    tenant_id=str(record["tenant_id"]),
-                    channel=record["channel"],
-                    recipient=address,
-                    template_id=str(record["template_id"]),
-                    template_version=int(record.get("template_version") or 1),
-                    body=body,
-                )
-                self.sends += 1
-                result = await adapter.send(request)
+            self.sends += 1
+            result = await call_provider(self.adapters.get(attempt.provider), attempt, record, self._render)
         step = self.dispatcher.outcome(attempt, result, self.now_ms())
         if step.attempt is None:
             self._records.pop(attempt.request_id, None)

@@ -107,5 +107,9 @@ class AvroCodec:
         return record
 
 
+def request_codec() -> AvroCodec:
+    return AvroCodec.for_contract("dispatch_requested")
+
+
 def lifecycle_codec() -> AvroCodec:
     return AvroCodec.for_contract("lifecycle_event")

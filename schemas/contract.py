@@ -81,3 +81,23 @@ def contract_violations(event: Mapping[str, Any], now: datetime) -> list[str]:
     if event.get("event_type") in ("FAILED", "BOUNCED") and not event.get("error"):
         problems.append(f"error: required for {event.get('event_type')} events")
     return problems
+
+
+def request_problem(record: Mapping[str, Any]) -> str | None:
+    """Why a decoded DispatchRequested cannot be dispatched (None when it can), as ``field: reason``s.
+
+    >>> request_problem({"request_id": "r1", "notification_id": "n1", "tenant_id": "acme", "channel": "SMS"})
+    >>> request_problem({"request_id": "", "notification_id": "n1", "tenant_id": "Acme", "channel": "FAX"})
+    "channel: 'FAX' is not EMAIL, SMS or PUSH; tenant_id: 'Acme' is not a tenant id ([a-z0-9_-], 1-64 chars); request_id: '' is not an id (1-128 chars of [A-Za-z0-9_.:-])"
+    """  # noqa: E501
+    problems = []
+    if record.get("channel") not in ("EMAIL", "SMS", "PUSH"):
+        problems.append(f"channel: {record.get('channel')!r} is not EMAIL, SMS or PUSH")
+    tenant = record.get("tenant_id")
+    if not isinstance(tenant, str) or not _TENANT.match(tenant):
+        problems.append(f"tenant_id: {tenant!r} is not a tenant id ([a-z0-9_-], 1-64 chars)")
+    for name in ("request_id", "notification_id"):
+        value = record.get(name)
+        if not isinstance(value, str) or not _ID.match(value):
+            problems.append(f"{name}: {value!r} is not an id (1-128 chars of [A-Za-z0-9_.:-])")
+    return "; ".join(problems) or None

@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from herald.errors import EmitError
 from schemas.codec import AvroCodec, lifecycle_codec
-from schemas.contract import contract_violations
+from schemas.contract import contract_violations, request_problem
 from streams.topics import LIFECYCLE
 
 
@@ -87,6 +87,14 @@ class Emitter:
             except KafkaException as exc:
                 raise EmitError(f"cannot produce to {self.topic}: {exc}") from exc
         self._producer.poll(0)
+
+    def emit_request(self, request: Mapping[str, Any]) -> None:
+        """Produce a DispatchRequested record (an emitter built with ``request_codec()`` on the
+        dispatch requests topic), keyed by tenant so one worker owns the tenant's limits."""
+        problem = request_problem(request)
+        if problem:
+            raise EmitError(f"request {request.get('request_id')!r} is invalid: {problem}")
+        self.emit_raw(str(request["tenant_id"]).encode(), self.codec.encode(request))
 
     def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
         if err is None:

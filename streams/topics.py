@@ -13,6 +13,9 @@ LIFECYCLE = "herald.lifecycle.events.v1"  # key: notification_id, so one notific
 DEAD_LETTER = "herald.lifecycle.dlq.v1"  # key: the original key; value: the original bytes
 ALERTS = "herald.ops.alerts.v1"  # key: tenant/channel/provider; value: schemas/avro/alert_event.avsc
 MONITOR_STATE = "herald.ops.monitor-state.v1"  # compacted, one partition: the alert monitor's checkpoints
+DISPATCH_REQUESTS = "herald.dispatch.requests.v1"  # key: tenant_id; value: dispatch_requested.avsc
+DISPATCH_STATE = "herald.dispatch.state.v1"  # compacted; key: tenant_id, same partition as its requests
+DISPATCH_DEAD_LETTER = "herald.dispatch.dlq.v1"  # refused requests, original bytes + headers
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,23 @@ class Topics:
         """The alert monitor's group: whoever holds the state topic's one partition leads."""
         return self._name("herald-monitor")
 
+    @property
+    def dispatch_requests(self) -> str:
+        return self._name(DISPATCH_REQUESTS)
+
+    @property
+    def dispatch_state(self) -> str:
+        return self._name(DISPATCH_STATE)
+
+    @property
+    def dispatch_dead_letter(self) -> str:
+        return self._name(DISPATCH_DEAD_LETTER)
+
+    @property
+    def dispatch_group(self) -> str:
+        """The dispatch agents' group: a tenant's requests, and so its limits, belong to one worker."""
+        return self._name("herald-dispatch")
+
     def specs(self) -> tuple[TopicSpec, ...]:
         return (
             TopicSpec(
@@ -81,6 +101,12 @@ class Topics:
                 ),
                 partitions=1,
             ),
+            TopicSpec(self.dispatch_requests, (("retention.ms", str(7 * 86_400_000)),)),
+            TopicSpec(
+                self.dispatch_state,
+                (("cleanup.policy", "compact"), ("max.message.bytes", str(16 * 1024 * 1024))),
+            ),
+            TopicSpec(self.dispatch_dead_letter, (("retention.ms", str(90 * 86_400_000)),)),
         )
 
 

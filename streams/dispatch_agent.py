@@ -1,0 +1,366 @@
+"""The dispatch agent: send requests from Kafka -> decisions -> provider sends -> lifecycle events.
+
+Requests (``herald.dispatch.requests.v1``, schemas/avro/dispatch_requested.avsc) are keyed by tenant,
+so one worker owns all of a tenant's rate and budget state: limits hold exactly with any number of
+workers. Each tenant's :class:`dispatch.core.Dispatcher` state (counters, budgets, the request
+ledger) is kept in the compacted ``herald.dispatch.state.v1`` topic, written to the same partition
+number as the tenant's requests; a worker assigned a partition reads that state partition to its
+end before it decides anything.
+
+One batch at a time, per consumer poll:
+
+1. decide every request (a request the ledger knows is not decided again);
+2. **write ahead**: the touched tenants' state and the decision events (REQUESTED, SUPPRESSED,
+   DISPATCHED) are produced and flushed *before* any provider is called;
+3. send the routed requests concurrently (each with its one failover retry) and produce the outcome
+   events (SENT, FAILED) and the tenants' state again;
+4. flush, then commit the request offsets.
+
+A crash before 2 loses nothing (the requests are read again, nothing was counted or sent). A crash
+between 2 and 4 leaves ledger entries ``sending``: the next owner sends those again with the same
+idempotency key (the notification id), so a provider that honours keys (the HTTP SMS API) sends
+once; an SMTP relay may deliver a second copy of a message that was in flight at the crash. Counters
+never count a request twice. Deferred requests (rate limits, quiet hours, no healthy provider) wait
+in a timer heap and in the ledger, so they survive a restart too.
+
+Circuit breakers are this worker's own view of each provider, shared by its tenants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from dispatch.core import Attempt, Dispatcher, Step
+from dispatch.service import call_provider
+from herald.errors import DecodeError
+from herald.settings import Settings
+from policies.breaker import CircuitBreaker
+from policies.loader import LoadedPolicy
+from providers.base import ProviderAdapter
+from schemas.codec import request_codec
+from schemas.contract import request_problem
+from streams.emitter import Emitter
+from streams.ingest import dead_letter
+from streams.pipeline import DeadLetterSink
+from streams.sink import source_message
+
+log = structlog.get_logger("herald.dispatch")
+
+AdapterFactory = Callable[[], Mapping[str, ProviderAdapter]]
+
+
+@dataclass
+class DispatchTotals:
+    requests: int = 0
+    routed: int = 0
+    suppressed: int = 0
+    deferred: int = 0
+    sent: int = 0
+    failed: int = 0
+    resumed: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class DispatchAgent:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        loaded: LoadedPolicy,
+        adapters: AdapterFactory,
+        *,
+        batch_max: int = 500,
+        ledger_keep: int = 20_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.loaded = loaded
+        self._adapter_factory = adapters
+        self._batch_max = batch_max
+        self._ledger_keep = ledger_keep
+        self._clock = clock
+        self._topics = settings.topics
+        self._codec = request_codec()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._thread_main, name="dispatch-agent", daemon=True)
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": self._topics.dispatch_group,
+                "client.id": f"herald-dispatch-{settings.worker_name}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": int(settings.session_timeout_s * 1000),
+                "heartbeat.interval.ms": int(settings.session_timeout_s * 1000 / 5),
+                "max.poll.interval.ms": 300_000,
+            }
+        )
+        self._state_producer = Producer(
+            {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 5}
+        )
+        self._bootstrap = bootstrap
+        self._emitter = Emitter(bootstrap, self._topics.lifecycle)
+        self._dead_letters = DeadLetterSink(bootstrap, self._topics.dispatch_dead_letter)
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.tenants: dict[str, Dispatcher] = {}
+        self.partition_of: dict[str, int] = {}  # tenant -> the partition its requests (and state) are on
+        self.assigned: set[int] = set()
+        self._restore: set[int] = set()  # assigned, state not read yet
+        self._timers: list[tuple[int, str, str]] = []  # (due ms, tenant, request id)
+        self._resume: list[tuple[str, str]] = []  # (tenant, request id) in flight at the last owner's end
+        self.totals = DispatchTotals()
+        self.crashed: BaseException | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._consumer.subscribe(
+            [self._topics.dispatch_requests],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def status(self) -> dict[str, Any]:
+        t = self.totals
+        return {
+            "partitions": sorted(self.assigned),
+            "tenants": len(self.tenants),
+            "policy_version": self.loaded.version,
+            "requests": t.requests,
+            "routed": t.routed,
+            "suppressed": t.suppressed,
+            "deferred_waiting": len(self._timers),
+            "sent": t.sent,
+            "failed": t.failed,
+            "resumed": t.resumed,
+            "dead_letters": t.dead_letters,
+            "breakers": {k: b.state_at(self._clock()) for k, b in sorted(self.breakers.items())},
+            "crashed": repr(self.crashed) if self.crashed else None,
+        }
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        fresh = {p.partition for p in partitions}
+        self.assigned |= fresh
+        self._restore |= fresh
+        log.info("dispatch.partitions_assigned", partitions=sorted(fresh))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {p.partition for p in partitions}
+        self.assigned -= gone
+        self._restore -= gone
+        for tenant in [t for t, p in self.partition_of.items() if p in gone]:
+            self.tenants.pop(tenant, None)
+            self.partition_of.pop(tenant, None)
+        self._timers = [t for t in self._timers if t[1] in self.tenants]
+        heapq.heapify(self._timers)
+        self._resume = [r for r in self._resume if r[0] in self.tenants]
+        log.info("dispatch.partitions_revoked", partitions=sorted(gone))
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # a crash must be visible, not a silent stall
+            self.crashed = exc
+            log.exception("dispatch.crashed")
+        finally:
+            self._consumer.close()
+            self._emitter.close()
+            self._dead_letters.close()
+            self._state_producer.flush(10)
+
+    async def _main(self) -> None:
+        adapters = dict(self._adapter_factory())  # built on this loop: HTTP sessions belong to it
+        try:
+            while not self._stop.is_set():
+                messages = self._consumer.consume(self._batch_max, timeout=0.05)
+                if self._restore:
+                    self._load_state()
+                await self._batch(messages, adapters)
+        finally:
+            for adapter in adapters.values():
+                await adapter.aclose()
+
+    # -- state ----------------------------------------------------------------------------------
+    def _load_state(self) -> None:
+        """Read the state partitions of newly assigned partitions to their end."""
+        partitions, self._restore = sorted(self._restore), set()
+        reader = Consumer(
+            {
+                "bootstrap.servers": self._bootstrap,
+                "group.id": "herald-dispatch-restore",
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            for partition in partitions:
+                tp = TopicPartition(self._topics.dispatch_state, partition)
+                low, high = reader.get_watermark_offsets(tp, timeout=10)
+                latest: dict[str, bytes] = {}
+                if high > low:
+                    reader.assign([TopicPartition(self._topics.dispatch_state, partition, low)])
+                    position, deadline = low, time.monotonic() + 60
+                    while position < high:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(
+                                f"dispatch state partition {partition} unreadable up to {high}"
+                            )
+                        for m in reader.consume(1000, timeout=1.0):
+                            key, value = m.key(), m.value()
+                            if m.error() is None and key is not None and value is not None:
+                                latest[key.decode()] = value
+                            position = max(position, (m.offset() or 0) + 1)
+                for tenant, data in latest.items():
+                    dispatcher = Dispatcher.restore(self.loaded, data, self.breakers)
+                    self.tenants[tenant], self.partition_of[tenant] = dispatcher, partition
+                    for request_id, status, _record in dispatcher.unfinished():
+                        if status == "sending":
+                            self._resume.append((tenant, request_id))
+                        else:
+                            heapq.heappush(self._timers, (0, tenant, request_id))  # decide again at once
+                log.info("dispatch.state_restored", partition=partition, tenants=len(latest))
+        finally:
+            reader.close()
+
+    def _dispatcher(self, tenant: str, partition: int) -> Dispatcher:
+        dispatcher = self.tenants.get(tenant)
+        if dispatcher is None:
+            dispatcher = self.tenants[tenant] = Dispatcher(self.loaded)
+            dispatcher.state.breakers = self.breakers
+        self.partition_of[tenant] = partition
+        return dispatcher
+
+    def _write_state(self, tenants: set[str]) -> None:
+        for tenant in tenants:
+            dispatcher = self.tenants[tenant]
+            dispatcher.forget_settled(self._ledger_keep)
+            self._state_producer.produce(
+                self._topics.dispatch_state,
+                key=tenant.encode(),
+                value=dispatcher.snapshot(),
+                partition=self.partition_of[tenant],
+            )
+
+    def _flush(self) -> None:
+        remaining = self._state_producer.flush(30)
+        if remaining:
+            raise RuntimeError(f"{remaining} dispatch state records not acknowledged")
+        self._emitter.flush(30)
+
+    # -- one batch ------------------------------------------------------------------------------
+    async def _batch(self, messages: list[Message], adapters: Mapping[str, ProviderAdapter]) -> None:
+        now_ms = int(self._clock() * 1000)
+        touched: set[str] = set()
+        attempts: list[tuple[str, Attempt, dict[str, Any]]] = []
+        last: dict[tuple[str, int], int] = {}
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("dispatch.consume_error", error=str(err))
+                continue
+            last[(m.topic() or "", m.partition() or 0)] = m.offset() or 0
+            try:
+                record = self._codec.decode(m.value() or b"")
+                problem = request_problem(record)
+                if problem:
+                    raise DecodeError("invalid", problem)
+            except DecodeError as exc:
+                stage = "validate" if exc.kind == "invalid" else "decode"
+                letter = dead_letter(source_message(m), stage, exc.kind, str(exc), datetime.now(UTC))
+                self._dead_letters.send([letter])
+                self.totals.dead_letters += 1
+                continue
+            tenant = str(record["tenant_id"])
+            self.totals.requests += 1
+            step = self._dispatcher(tenant, m.partition() or 0).decide(record, now_ms)
+            self._take(tenant, record, step, touched, attempts)
+        while self._timers and self._timers[0][0] <= now_ms:  # deferred requests now due
+            _, tenant, request_id = heapq.heappop(self._timers)
+            dispatcher = self.tenants.get(tenant)
+            if dispatcher is None or dispatcher.status(request_id) != "deferred":
+                continue
+            record = dispatcher.ledger[request_id].record
+            self._take(tenant, record, dispatcher.decide(record, now_ms), touched, attempts)
+        for tenant, request_id in self._resume:
+            dispatcher = self.tenants.get(tenant)
+            attempt = dispatcher.resume(request_id, now_ms) if dispatcher else None
+            if dispatcher is not None and attempt is not None:
+                self.totals.resumed += 1
+                attempts.append((tenant, attempt, dispatcher.ledger[request_id].record))
+        self._resume = []
+        if not touched and not attempts and not last:
+            return
+        self._write_state(touched)
+        self._flush()  # write-ahead: decisions and counters are durable before any provider is called
+        pending = [
+            self._send(tenant, attempt, record, adapters, touched) for tenant, attempt, record in attempts
+        ]
+        await asyncio.gather(*pending)
+        self._write_state(touched)
+        self._flush()
+        if last:
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False
+            )
+        self.totals.batches += 1
+
+    def _take(
+        self,
+        tenant: str,
+        record: dict[str, Any],
+        step: Step,
+        touched: set[str],
+        attempts: list[tuple[str, Attempt, dict[str, Any]]],
+    ) -> None:
+        touched.add(tenant)
+        for event in step.events:
+            self._emitter.emit(event)
+        if step.decision is not None:
+            self.totals.by_reason[step.decision.reason] += 1
+            if step.decision.action == "suppress":
+                self.totals.suppressed += 1
+        if step.attempt is not None:
+            self.totals.routed += 1
+            attempts.append((tenant, step.attempt, record))
+        elif step.defer_until_ms is not None:
+            self.totals.deferred += 1
+            heapq.heappush(self._timers, (step.defer_until_ms, tenant, str(record["request_id"])))
+
+    async def _send(
+        self,
+        tenant: str,
+        attempt: Attempt,
+        record: dict[str, Any],
+        adapters: Mapping[str, ProviderAdapter],
+        touched: set[str],
+    ) -> None:
+        dispatcher = self.tenants[tenant]
+        while attempt is not None:
+            result = await call_provider(adapters.get(attempt.provider), attempt, record)
+            step = dispatcher.outcome(attempt, result, int(self._clock() * 1000))
+            touched.add(tenant)
+            for event in step.events:
+                self._emitter.emit(event)
+                if event["event_type"] == "SENT":
+                    self.totals.sent += 1
+                elif event["event_type"] == "FAILED" and step.attempt is None:
+                    self.totals.failed += 1
+            attempt = step.attempt  # type: ignore[assignment]  # the one failover retry, or None
