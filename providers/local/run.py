@@ -38,13 +38,12 @@ import structlog
 import yaml
 from aiohttp import web
 
-from providers.base import Channel, ProviderAdapter
+from providers.base import Channel
+from providers.endpoints import adapters_for
 from providers.local.common import LocalProvider
 from providers.local.faults import FaultPlan
 from providers.local.sms_server import LocalSmsServer, apply_faults
 from providers.local.smtp_server import LocalSmtpServer
-from providers.sms_http import HttpSmsAdapter
-from providers.smtp import SmtpAdapter
 
 __all__ = ["DEFAULT_PROVIDERS", "LocalProviders", "adapters_for", "main"]
 
@@ -136,19 +135,6 @@ class LocalProviders:
 
     def snapshot(self) -> dict[str, Any]:
         return {"control": self.control_url, "providers": [p.info() for p in self]}
-
-
-def adapters_for(
-    endpoints: Mapping[str, Mapping[str, Any]], timeout_s: float = 10.0
-) -> dict[str, ProviderAdapter]:
-    """An adapter per endpoint (``LocalProviders.endpoints()`` or a ready file's ``endpoints``)."""
-    adapters: dict[str, ProviderAdapter] = {}
-    for name, spec in endpoints.items():
-        if spec["channel"] == "EMAIL":
-            adapters[name] = SmtpAdapter(name, spec["host"], int(spec["port"]), timeout_s)
-        else:
-            adapters[name] = HttpSmsAdapter(name, spec["url"], timeout_s)
-    return adapters
 
 
 def control_app(providers: LocalProviders) -> web.Application:

@@ -322,3 +322,29 @@ MODULES_WITH_DOCTESTS = [providers.base, providers.smtp, providers.sms_http, pro
 @pytest.mark.parametrize("module", [*MODULES_WITH_DOCTESTS, providers.local.record])
 def test_doctests_pass(module: Any) -> None:
     assert doctest.testmod(module).failed == 0
+
+
+def test_an_endpoints_file_is_read_from_the_ready_file_shape_and_bad_entries_name_the_field(
+    tmp_path: Path,
+) -> None:
+    from herald.errors import ConfigError
+    from providers.endpoints import adapters_for, load_endpoints
+
+    good = tmp_path / "ready.json"
+    good.write_text(
+        '{"pid": 1, "endpoints": {"smtp-primary": {"channel": "EMAIL", "host": "127.0.0.1", "port": 2525},'
+        ' "sms-primary": {"channel": "SMS", "url": "http://127.0.0.1:8081"}}}'
+    )
+    endpoints = load_endpoints(good)
+    assert sorted(endpoints) == ["sms-primary", "smtp-primary"]
+    assert {name: a.channel for name, a in adapters_for(endpoints).items()} == {
+        "smtp-primary": "EMAIL",
+        "sms-primary": "SMS",
+    }
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("endpoints:\n  sms-primary: {channel: SMS, url: ftp://x}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: endpoints.sms-primary.url: an SMS provider needs"):
+        load_endpoints(bad)
+    bad.write_text("endpoints:\n  fax: {channel: FAX}\n")
+    with pytest.raises(ConfigError, match=r"endpoints.fax.channel: 'FAX' is not EMAIL or SMS"):
+        load_endpoints(bad)
