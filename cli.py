@@ -329,17 +329,25 @@ def drill_failover(
     rate: Annotated[float, typer.Option(min=1, help="Requests per second (half email, half SMS).")] = 100.0,
     down: Annotated[float, typer.Option(min=1, help="Seconds the primaries stay down per cycle.")] = 6.0,
     up: Annotated[float, typer.Option(min=1, help="Seconds after a restore before the next kill.")] = 12.0,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            help="Through Kafka and a worker's dispatch agent (local broker, providers process) "
+            "instead of the dispatch service in this process."
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Steady email + SMS traffic through dispatch to the local providers; kill and restore the
     primaries; report detect-to-switch and failback times, messages lost and sent twice."""
     import asyncio
 
-    from dispatch.drill import DrillPlan, run_drill
+    from dispatch.drill import DrillPlan, run_drill, run_worker_drill
 
-    settings()
+    s = settings()
     plan = DrillPlan(rate_per_s=rate, cycles=cycles, down_s=down, up_s=up)
-    report = asyncio.run(run_drill(plan, None if as_json else _say))
+    say = None if as_json else _say
+    report = run_worker_drill(s, plan, say) if worker else asyncio.run(run_drill(plan, say))
     if as_json:
         typer.echo(json.dumps(report))
         return

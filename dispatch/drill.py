@@ -26,6 +26,7 @@ from typing import Any
 
 from dispatch.core import Dispatcher
 from dispatch.service import DispatchService
+from herald.settings import Settings
 from policies.loader import load_policy
 from providers.local.run import LocalProviders, adapters_for
 
@@ -52,13 +53,13 @@ class DrillPlan:
         return self.warm_s + self.cycles * (self.down_s + self.up_s)
 
 
-def _request(n: int, now: datetime) -> dict[str, Any]:
+def _request(n: int, now: datetime, run: str = "drill") -> dict[str, Any]:
     channel = "EMAIL" if n % 2 == 0 else "SMS"
     return {
-        "request_id": f"drill-{n}",
+        "request_id": f"{run}-{n}",
         "requested_at": now,
         "tenant_id": TENANT,
-        "notification_id": f"drill-n-{n}",
+        "notification_id": f"{run}-n-{n}",
         "channel": channel,
         "recipient": {
             "id": f"r-{n % 997}",
@@ -91,10 +92,7 @@ async def run_drill(plan: DrillPlan, progress: Progress | None = None) -> dict[s
         )
         try:
             t0 = time.time()
-            schedule = []
-            for c in range(plan.cycles):
-                kill_at = plan.warm_s + c * (plan.down_s + plan.up_s)
-                schedule += [(kill_at, "stop"), (kill_at + plan.down_s, "start")]
+            schedule = _schedule(plan)
             n = 0
             last_report = 0.0
             while (elapsed := time.time() - t0) < plan.duration_s:
@@ -135,7 +133,8 @@ def _report(
     for messages in records.values():
         for m in messages:
             sends[m["key"]] += m["sends"]
-    keys = [f"drill-n-{n}" for n in range(requested)]
+    prefix = next((e["notification_id"].rsplit("-", 1)[0] for e in events), "drill-n")
+    keys = [f"{prefix}-{n}" for n in range(requested)]
     lost = [k for k in keys if sends[k] == 0]
     twice = [k for k in keys if sends[k] > 1]
     first_routes = [
@@ -197,3 +196,93 @@ def _summary(values: list[float]) -> dict[str, float | int | None]:
         "p95": round(p95, 3),
         "max": round(ordered[-1], 3),
     }
+
+
+def _schedule(plan: DrillPlan) -> list[tuple[float, str]]:
+    """(seconds from the start, "stop" | "start") of the primaries, in order."""
+    out = []
+    for c in range(plan.cycles):
+        kill_at = plan.warm_s + c * (plan.down_s + plan.up_s)
+        out += [(kill_at, "stop"), (kill_at + plan.down_s, "start")]
+    return out
+
+
+def run_worker_drill(settings: Settings, plan: DrillPlan, progress: Progress | None = None) -> dict[str, Any]:
+    """The same drill end to end: local Kafka, the local providers as a process, a worker whose
+    dispatch agent reads the requests from Kafka; outcomes read back from the lifecycle topic."""
+    from herald.demo import start_stack
+    from providers.local.process import LocalProvidersProcess
+
+    providers = LocalProvidersProcess(settings.data_dir / "logs" / "providers.log").start()
+    stack = None
+    try:
+        stack = start_stack(
+            settings,
+            HERALD_PROVIDERS_FILE=str(providers.ready_file),
+            HERALD_GUARDRAILS_FILE=str(plan.policy),
+            HERALD_PROVIDER_TIMEOUT_S=str(plan.timeout_s),
+            HERALD_ALERTS_ENABLED="false",
+        )
+        run = f"drill{int(time.time())}"
+        requested, kills, restores = _worker_traffic(stack, providers.control, plan, run, progress)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # every request answered (sent, or failed for good)
+            health = stack.worker.health().get("dispatch") or {}
+            if health.get("sent", 0) + health.get("failed", 0) >= requested:
+                break
+            time.sleep(0.5)
+        stack.wait_caught_up(progress)
+        events = _events_of_run(stack.bootstrap, settings, run)
+        control = providers.control
+        names = [p["name"] for p in control.providers()]
+        records = {name: control.messages(name) for name in names}
+        counts = {p["name"]: p["counts"] for p in control.providers()}
+        return _report(plan, requested, events, kills, restores, records, counts)
+    finally:
+        if stack is not None:
+            stack.stop()
+        providers.stop()
+
+
+def _worker_traffic(
+    stack: Any, control: Any, plan: DrillPlan, run: str, progress: Progress | None
+) -> tuple[int, list[float], list[float]]:
+    """Steady requests to the requests topic; the primaries stopped and started on schedule."""
+    from schemas.codec import request_codec
+    from streams.emitter import Emitter
+
+    emitter = Emitter(stack.bootstrap, stack.settings.topics.dispatch_requests, codec=request_codec())
+    kills: list[float] = []
+    restores: list[float] = []
+    schedule = _schedule(plan)
+    t0, n, last_report = time.time(), 0, 0.0
+    try:
+        while (elapsed := time.time() - t0) < plan.duration_s:
+            while schedule and elapsed >= schedule[0][0]:
+                _, action = schedule.pop(0)
+                for name in PRIMARY.values():
+                    control.stop(name) if action == "stop" else control.start(name)
+                (kills if action == "stop" else restores).append(time.time())
+            due = n / plan.rate_per_s
+            if due > elapsed:
+                time.sleep(min(0.05, due - elapsed))
+                continue
+            emitter.emit_request(_request(n, datetime.now(UTC), run))
+            n += 1
+            if progress and elapsed - last_report >= 2:
+                last_report = elapsed
+                health = stack.worker.health().get("dispatch") or {}
+                progress(f"{elapsed:5.1f}s  {n} requests, {health.get('sent', 0)} sent")
+        emitter.flush()
+    finally:
+        emitter.close()
+    return n, kills, restores
+
+
+def _events_of_run(bootstrap: str, settings: Settings, run: str) -> list[dict[str, Any]]:
+    from schemas.codec import lifecycle_codec
+    from streams.topics import read_values
+
+    codec = lifecycle_codec()
+    events = (codec.decode(v) for v in read_values(bootstrap, settings.topics.lifecycle))
+    return [e for e in events if e["notification_id"].startswith(f"{run}-n-")]

@@ -166,3 +166,37 @@ def describe_topics(bootstrap: str) -> dict[str, dict[str, int]]:
         for name, topic in sorted(meta.topics.items())
         if "herald." in name and "herald-" not in name
     }
+
+
+def read_values(bootstrap: str, topic: str, timeout: float = 60.0) -> list[bytes]:
+    """Every message value held in ``topic`` now, partition by partition (up to the high watermarks)."""
+    import time
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "herald-read", "enable.auto.commit": False}
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        ends = {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        positions = dict.fromkeys(ends, 0)
+        while any(positions[p] < ends[p] for p in ends):
+            if time.monotonic() > deadline:
+                raise KafkaUnavailableError(f"could not read {topic} to its end within {timeout}s")
+            for m in consumer.consume(10_000, timeout=0.5):
+                partition, offset, value = m.partition(), m.offset(), m.value()
+                if m.error() is None and partition is not None and offset is not None:
+                    positions[partition] = offset + 1
+                    if value is not None and offset < ends[partition]:
+                        values.append(value)
+        return values
+    finally:
+        consumer.close()
