@@ -43,7 +43,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlencode
 
+from analytics.runbooks import runbook_url
+from policies.breaker import BreakerTransition
 from policies.limits import Decision, DispatchRequest, DispatchState, evaluate_dispatch
 from policies.loader import LoadedPolicy
 from policies.models import Priority
@@ -327,3 +330,41 @@ def example_request(**overrides: Any) -> dict[str, Any]:
         "source": "scheduler",
     }
     return {**record, **overrides}
+
+
+def switch_alert(
+    transition: BreakerTransition,
+    alert_id: str,
+    opened_at_ms: int,
+    links: tuple[str, str],
+    policy_version: str,
+) -> dict[str, Any]:
+    """The alerts-topic record (schemas/avro/alert_event.avsc) of a provider switch: OPENED when a
+    provider's breaker opens (traffic fails over), RESOLVED when it closes again (failback). Breakers
+    are a worker's view of a provider for every tenant, so the alert's tenant is ``*``."""
+    dashboard_base, runbook_base = links
+    at_ms = int(transition.at * 1000)
+    opened = transition.to_state == "open"
+    channel = transition.channel.upper()
+    query = urlencode({"channel": channel, "provider": transition.provider})
+    return {
+        "alert_id": alert_id,
+        "status": "OPENED" if opened else "RESOLVED",
+        "tenant_id": "*",
+        "channel": channel,
+        "provider": transition.provider,
+        "metric": "provider_health",
+        "kind": "outage",
+        "severity": "critical",
+        "observed": transition.error_rate,
+        "expected": 0.0,
+        "score": 1.0,
+        "window_start": opened_at_ms,
+        "window_end": at_ms,
+        "first_seen": opened_at_ms,
+        "emitted_at": at_ms,
+        "dashboard_url": f"{dashboard_base.rstrip('/')}/dashboard?{query}",
+        "runbook_url": runbook_url("provider.outage", runbook_base),
+        "policy_version": policy_version,
+        "detail": f"{transition.from_state} -> {transition.to_state}: {transition.reason}",
+    }

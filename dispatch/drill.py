@@ -237,7 +237,9 @@ def run_worker_drill(settings: Settings, plan: DrillPlan, progress: Progress | N
         names = [p["name"] for p in control.providers()]
         records = {name: control.messages(name) for name in names}
         counts = {p["name"]: p["counts"] for p in control.providers()}
-        return _report(plan, requested, events, kills, restores, records, counts)
+        report = _report(plan, requested, events, kills, restores, records, counts)
+        report["switch_alerts"] = _switch_alerts(stack.bootstrap, settings, kills[0] if kills else 0.0)
+        return report
     finally:
         if stack is not None:
             stack.stop()
@@ -286,3 +288,18 @@ def _events_of_run(bootstrap: str, settings: Settings, run: str) -> list[dict[st
     codec = lifecycle_codec()
     events = (codec.decode(v) for v in read_values(bootstrap, settings.topics.lifecycle))
     return [e for e in events if e["notification_id"].startswith(f"{run}-n-")]
+
+
+def _switch_alerts(bootstrap: str, settings: Settings, since: float) -> dict[str, int]:
+    """Provider-switch alerts on the alerts topic since ``since``, by status."""
+    from schemas.codec import AvroCodec
+    from streams.topics import read_values
+
+    codec = AvroCodec.for_contract("alert_event")
+    alerts = (codec.decode(v) for v in read_values(bootstrap, settings.topics.alerts))
+    found = Counter(
+        a["status"]
+        for a in alerts
+        if a["metric"] == "provider_health" and a["emitted_at"].timestamp() >= since - 1
+    )
+    return dict(sorted(found.items()))

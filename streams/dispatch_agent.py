@@ -29,6 +29,7 @@ Circuit breakers are this worker's own view of each provider, shared by its tena
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import threading
 import time
@@ -41,14 +42,16 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from dispatch.core import Attempt, Dispatcher, Step
+from dispatch.core import Attempt, Dispatcher, Step, switch_alert
 from dispatch.service import call_provider
 from herald.errors import DecodeError
 from herald.settings import Settings
 from policies.breaker import CircuitBreaker
 from policies.loader import LoadedPolicy
+from projections.rows import ALERT_COLUMNS, alert_row
+from projections.warehouse import Warehouse
 from providers.base import ProviderAdapter
-from schemas.codec import request_codec
+from schemas.codec import AvroCodec, request_codec
 from schemas.contract import request_problem
 from streams.emitter import Emitter
 from streams.ingest import dead_letter
@@ -85,6 +88,8 @@ class DispatchAgent:
         batch_max: int = 500,
         ledger_keep: int = 20_000,
         clock: Callable[[], float] = time.time,
+        warehouse: Warehouse | None = None,
+        links: tuple[str, str] = ("http://127.0.0.1:8740", "http://127.0.0.1:8740/dashboard/"),
     ) -> None:
         self.settings = settings
         self.loaded = loaded
@@ -123,6 +128,11 @@ class DispatchAgent:
         self._resume: list[tuple[str, str]] = []  # (tenant, request id) in flight at the last owner's end
         self.totals = DispatchTotals()
         self.crashed: BaseException | None = None
+        self._warehouse = warehouse
+        self._links = links
+        self._alert_codec = AvroCodec.for_contract("alert_event")
+        self._switched: dict[str, tuple[str, int]] = {}  # breaker key -> (open alert id, opened at ms)
+        self.switches: list[dict[str, Any]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -153,6 +163,7 @@ class DispatchAgent:
             "resumed": t.resumed,
             "dead_letters": t.dead_letters,
             "breakers": {k: b.state_at(self._clock()) for k, b in sorted(self.breakers.items())},
+            "provider_switches": len(self.switches),
             "crashed": repr(self.crashed) if self.crashed else None,
         }
 
@@ -316,11 +327,44 @@ class DispatchAgent:
         await asyncio.gather(*pending)
         self._write_state(touched)
         self._flush()
+        self._provider_switches()
         if last:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False
             )
         self.totals.batches += 1
+
+    def _provider_switches(self) -> None:
+        """A breaker that opened (failover) or closed (failback) since the last batch: an alert on the
+        alerts topic and in the ``alerts`` table, OPENED then RESOLVED with the same id."""
+        records = []
+        for key, breaker in self.breakers.items():
+            for t in breaker.pop_transitions():
+                at_ms = int(t.at * 1000)
+                if t.to_state == "open" and key not in self._switched:
+                    digest = hashlib.sha256(f"{self.settings.worker_name}|{key}|{at_ms}".encode())
+                    self._switched[key] = (digest.hexdigest()[:20], at_ms)
+                    alert_id, opened = self._switched[key]
+                elif t.to_state == "closed" and key in self._switched:
+                    alert_id, opened = self._switched.pop(key)
+                else:
+                    continue
+                records.append(switch_alert(t, alert_id, opened, self._links, self.loaded.version))
+                log.warning(
+                    "dispatch.provider_switch", provider=t.provider, channel=t.channel,
+                    to_state=t.to_state, reason=t.reason,
+                )  # fmt: skip
+        if not records:
+            return
+        for record in records:
+            series = f"{record['tenant_id']}/{record['channel']}/{record['provider']}".encode()
+            self._state_producer.produce(
+                self._topics.alerts, key=series, value=self._alert_codec.encode(record)
+            )
+        self._state_producer.flush(30)
+        if self._warehouse is not None:
+            self._warehouse.insert("alerts", [alert_row(r) for r in records], list(ALERT_COLUMNS))
+        self.switches.extend(records)
 
     def _take(
         self,

@@ -8,7 +8,9 @@ import asyncio
 
 import pytest
 
-from dispatch.drill import DrillPlan, run_drill
+from dispatch.drill import DrillPlan, run_drill, run_worker_drill
+from infra.local_kafka import free_port
+from tests.conftest import Herald
 
 pytestmark = pytest.mark.integration
 
@@ -31,3 +33,15 @@ def test_killing_the_primaries_loses_nothing_sends_nothing_twice_and_fails_over_
     assert sum(accepted.values()) == report["requested"]
     # the in-flight messages of a killed primary failed there once and were retried on the secondary
     assert set(report["failed_attempts"]) <= {"smtp-primary:unavailable", "sms-primary:unavailable"}
+
+
+def test_the_drill_through_kafka_and_a_worker_also_alerts_each_switch_and_failback(herald: Herald) -> None:
+    """`cli.py drill failover` (the default, worker mode): the worker's dispatch agent reads the
+    requests from Kafka; each breaker opening and closing is an alert on herald.ops.alerts.v1."""
+    plan = DrillPlan(rate_per_s=60, cycles=1, warm_s=2, down_s=3, up_s=7)
+    settings = herald.settings.model_copy(update={"api_port": free_port(), "worker_name": "drill-worker"})
+    report = run_worker_drill(settings, plan)
+    assert (report["lost"], report["sent_twice"]) == (0, 0), report
+    assert report["detect_to_switch_s"]["n"] == 2 and report["detect_to_switch_s"]["max"] < 1.0
+    assert report["failback_s"]["n"] == 2 and report["routed_to_secondary_after_failback"] == 0
+    assert report["switch_alerts"] == {"OPENED": 2, "RESOLVED": 2}  # email and SMS, out and back
