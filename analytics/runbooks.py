@@ -1,8 +1,9 @@
 """Where on-call goes for each alert: the one mapping from alert keys to runbook anchors. Pure.
 
 Keys are ``<series metric>.<detector kind>`` for anomaly alerts (``delivery_rate.drop``), plus
-``level_shift`` for a shift of any metric, ``provider.<condition>`` for provider health and
-``ingest.<condition>`` for the warehouse sink. Values are repository-relative paths with the
+``level_shift`` for a shift of any metric, ``provider.<condition>`` for provider health,
+``ingest.<condition>`` for the warehouse sink, ``sla.breach`` for a tenant's SLA objective and
+``budget.exhausted`` for a paused tenant or campaign budget. Values are repository-relative paths with the
 GitHub-style heading anchor; dashboards (``infra/grafana``) link the same keys, and a unit test
 checks every file and heading exists.
 
@@ -26,6 +27,8 @@ _LATENCY = "docs/runbooks/latency.md"
 _ANOMALIES = "docs/runbooks/anomalies.md"
 _PROVIDERS = "docs/runbooks/providers.md"
 _INGEST = "docs/runbooks/ingest.md"
+_SLA = "docs/runbooks/sla.md"
+_BUDGETS = "docs/runbooks/budgets.md"
 
 RUNBOOKS: dict[str, str] = {
     # A "good" direction (fewer failures, faster receipts) still alerts: it usually means the
@@ -46,6 +49,9 @@ RUNBOOKS: dict[str, str] = {
     "provider.error_rate_high": f"{_PROVIDERS}#provider-error-rate-high",
     "provider.latency_high": f"{_PROVIDERS}#provider-latency-high",
     "provider.throughput_drop": f"{_PROVIDERS}#provider-throughput-drop",
+    "provider.outage": f"{_PROVIDERS}#provider-outage",  # a provider down; failover (or why not)
+    "sla.breach": f"{_SLA}#sla-breach",  # a page burn-rate rule fires or the error budget is spent
+    "budget.exhausted": f"{_BUDGETS}#budget-exhausted",  # a tenant or campaign budget paused at 100 %
     "ingest.dead_letters": f"{_INGEST}#dead-letters-growing",
     "ingest.duplicates": f"{_INGEST}#duplicates-growing",
     "ingest.lag": f"{_INGEST}#ingest-lag",

@@ -7,7 +7,8 @@ with ``sum(...) ... GROUP BY`` (its latency sketches with ``quantilesTDigestMerg
 not in the rollup and come from ``events``. A tenant of None means every tenant (global callers only;
 the API checks that).
 Alerts are read from the ``alerts_current`` view (one row per alert, duplicates of a monitor restart
-folded), never from ``alerts`` directly.
+folded), never from ``alerts`` directly. SLA counts come from ``events`` per notification (see
+:func:`sla_counts` and docs/warehouse.md, "SLA measurement").
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from policies.models import SlaObjective
+from policies.sla import DEFAULT_RULES, BurnRateRule, SlaCounts, evaluate_sla
 from projections.warehouse import Warehouse
 
 Bucket = Literal["minute", "hour"]
@@ -32,6 +35,29 @@ _DIGEST_MERGE = "quantilesTDigestMerge(0.5, 0.95, 0.99)"  # the levels the rollu
 _ALERT_STATUS_WHERE = {"open": "resolved_at IS NULL", "resolved": "resolved_at IS NOT NULL"}
 _ALERT_TIMES = ("window_start", "window_end", "first_seen", "resolved_at")
 _ALERT_NUMBERS = ("observed", "expected", "score")
+SLA_LOOKBACK = timedelta(days=1)
+"""How far before an SLA range its notifications' events are read, so a receipt that arrives inside the
+range is matched to its send before it (and the send, outside the range, keeps it out)."""
+SLA_SERIES_HOURS = 24
+_SLA_COUNTS_SQL = """
+SELECT intDiv(toUnixTimestamp(send_time), 60) AS epoch_minute, count() AS total, countIf(on_time) AS good
+FROM (
+    SELECT notification_id,
+           countIf(event_type = 'SENT') > 0 AS was_sent,
+           if(was_sent, minIf(occurred_at, event_type = 'SENT'),
+              minIf(occurred_at, event_type = 'FAILED')) AS send_time,
+           was_sent AND countIf(event_type = 'DELIVERED' AND latency_ms <= {latency_ms:UInt64}) > 0 AS on_time
+    FROM events
+    WHERE tenant_id = {tenant:String} AND channel = {channel:String}
+      AND event_type IN ('SENT', 'FAILED', 'DELIVERED')
+      AND occurred_at >= {lookback:DateTime64(3, 'UTC')}
+    GROUP BY notification_id
+    HAVING was_sent OR countIf(event_type = 'FAILED') > 0
+)
+WHERE send_time >= {start:DateTime64(3, 'UTC')} AND send_time < {end:DateTime64(3, 'UTC')}
+GROUP BY epoch_minute
+ORDER BY epoch_minute
+"""
 _ALERT_COLUMNS = (
     "alert_id",
     "tenant_id",
@@ -281,6 +307,113 @@ def alerts(
         found.append({"alert_id": alert.pop("alert_id"), "status": alert.pop("status"), **alert})
     window = {k: v for k, v in filters.echo().items() if k != "bucket"}
     return {"tenant": tenant, **window, "status": status, "limit": limit, "alerts": found}
+
+
+def sla_counts(
+    warehouse: Warehouse, tenant: str, channel: str, latency_ms: int, start: datetime, end: datetime
+) -> dict[int, SlaCounts]:
+    """Good and total messages of a tenant's channel per epoch minute (epoch seconds // 60, the key
+    policies.sla reads) of the send, for sends in [start, end).
+
+    Counted per notification, not per event: ``total`` is every notification that was sent (SENT) or
+    failed without ever being sent (FAILED and no SENT: a send-time failure, including one whose
+    failover retry failed too), in the minute of its first SENT (else of its first FAILED); ``good``
+    is a sent notification with a DELIVERED whose ``latency_ms`` (sent -> delivered) is at most
+    ``latency_ms``. So a failover that delivered counts once, and a receipt-time FAILED (after SENT,
+    without ``sent_at``) is not counted a second time. ``channel`` may be spelled ``sms`` or ``SMS``.
+    """
+    params = {
+        "tenant": tenant,
+        "channel": channel.upper(),
+        "latency_ms": latency_ms,
+        "lookback": start - SLA_LOOKBACK,
+        "start": start,
+        "end": end,
+    }
+    return {
+        int(minute): SlaCounts(good=int(good), total=int(total))
+        for minute, total, good in warehouse.rows(_SLA_COUNTS_SQL, params)
+    }
+
+
+def sla_judged_until(now: datetime, objective: SlaObjective) -> datetime:
+    """Exclusive end of the sends an SLA status judges: ``now`` less the objective's latency, floored to
+    the minute. A newer send could still be delivered in time, so counting it now would count it bad.
+
+    >>> o = SlaObjective(channel="sms", target=0.99, latency_ms=30_000)
+    >>> sla_judged_until(datetime(2026, 3, 10, 12, 0, 10, tzinfo=UTC), o).isoformat()
+    '2026-03-10T11:59:00+00:00'
+    """
+    return _floor_minute(now - timedelta(milliseconds=objective.latency_ms))
+
+
+def sla_range(
+    objective: SlaObjective, until: datetime, rules: tuple[BurnRateRule, ...] = DEFAULT_RULES
+) -> tuple[datetime, datetime]:
+    """The sends an SLA status reads: the objective's window, or the longest burn-rate window if that
+    is longer, ending at ``until``."""
+    minutes = max(objective.window_days * 1440, *(r.long_minutes for r in rules))
+    return until - timedelta(minutes=minutes), until
+
+
+def sla_report(
+    tenant: str,
+    objective: SlaObjective,
+    counts: dict[int, SlaCounts],
+    until: datetime,
+    rules: tuple[BurnRateRule, ...] = DEFAULT_RULES,
+) -> dict[str, Any]:
+    """JSON-ready status of one objective over per-minute counts, judged through the minute before
+    ``until`` (a whole minute, exclusive): policies.sla.evaluate_sla's ratio, error budget and burn
+    rates, the window's good and total, and the good ratio of each of the last SLA_SERIES_HOURS hours
+    (the last one is the hour of the newest judged minute; ratio None where nothing was sent). Pure.
+    """
+    current = int(until.timestamp()) // 60 - 1  # the newest judged minute
+    status = evaluate_sla(tenant, objective, counts, current * 60.0, rules)
+    oldest = current - objective.window_days * 1440
+    window = [c for m, c in counts.items() if oldest < m <= current]
+    last_hour = current - current % 60
+    hours = [last_hour - 60 * i for i in range(SLA_SERIES_HOURS - 1, -1, -1)]
+    per_hour = {h: SlaCounts() for h in hours}
+    for minute, c in counts.items():
+        hour = minute - minute % 60
+        if hour in per_hour and minute <= current:
+            per_hour[hour] += c
+    return {
+        "channel": objective.channel,
+        "target": objective.target,
+        "latency_ms": objective.latency_ms,
+        "window_days": objective.window_days,
+        "from": _iso(datetime.fromtimestamp((oldest + 1) * 60, UTC)),
+        "to": _iso(datetime.fromtimestamp((current + 1) * 60, UTC)),
+        "good": sum(c.good for c in window),
+        "total": status.total,
+        "ratio": _number(status.good_ratio),
+        "error_budget_remaining": _number(status.error_budget_remaining),
+        "burn_rates": [
+            {
+                "long_minutes": b.rule.long_minutes,
+                "short_minutes": b.rule.short_minutes,
+                "factor": b.rule.factor,
+                "severity": b.rule.severity,
+                "long_burn": _number(b.long_burn),
+                "short_burn": _number(b.short_burn),
+                "firing": b.firing,
+            }
+            for b in status.burn_rates
+        ],
+        "breach": status.breach,
+        "severity": status.severity,
+        "series": [
+            {
+                "hour": _iso(datetime.fromtimestamp(h * 60, UTC)),
+                "good": per_hour[h].good,
+                "total": per_hour[h].total,
+                "ratio": rate(per_hour[h].good, per_hour[h].total),
+            }
+            for h in hours
+        ],
+    }
 
 
 def tenants(warehouse: Warehouse) -> list[str]:

@@ -3,6 +3,7 @@
 Every endpoint needs an API key (see web/auth.py): a tenant-scoped key reads only its own tenant and
 gets 403, with no data, for any other; a global (operator/admin) key reads every tenant. Without a
 keys file every endpoint answers 503. ``/api/v1/alerts`` spans every tenant and so needs a global key.
+``/api/v1/tenants/{tenant}/sla`` also needs the guardrails policy (its SLA objectives): 503 without.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the dependency aliases defined inside
@@ -16,6 +17,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from policies.loader import LoadedPolicy
 from projections import queries
 from projections.queries import AlertStatus, Bucket, FilterError, FilterParams, Filters
 from projections.warehouse import Warehouse
@@ -30,12 +32,34 @@ now. ``status`` is ``open`` or ``resolved``; ``resolved_at`` is null while the a
 ``observed`` and ``expected`` are in the metric's unit: rates as fractions (0.95), ``latency_p95`` in
 ms, ``volume`` in messages per minute. ``runbook_url`` is the runbook of the alert's metric and kind,
 ``dashboard_url`` the delivery dashboard filtered to the alert's tenant, channel and provider."""
+NO_POLICY = "no guardrails policy loaded"
+SLA_DESCRIPTION = """One entry per SLA objective of the tenant in the loaded guardrails policy
+(``{"objectives": []}`` for a tenant without any), each with the policy's ``channel``, ``target``,
+``latency_ms``, ``window_days`` and ``policy_version``, and its status now (policies.sla.evaluate_sla):
+
+- ``good`` / ``total`` / ``ratio`` over the objective's window ``[from, to)`` of send minutes:
+  ``total`` counts notifications sent or failed at send, ``good`` those delivered within
+  ``latency_ms`` of the send (docs/warehouse.md, "SLA measurement"); ``ratio`` is 1 without traffic;
+- ``error_budget_remaining``: fraction of the allowed failures (``1 - target``) not spent yet
+  (1 = untouched, 0 or less = exhausted);
+- ``burn_rates``: per rule, its ``long_minutes`` / ``short_minutes`` windows, ``factor``,
+  ``severity`` (ticket or page), the observed ``long_burn`` / ``short_burn`` (1 = spending the
+  budget exactly over the window) and ``firing`` (both windows at least ``factor``);
+- ``breach`` (a page rule fires or the budget is exhausted) and ``severity`` (none, ticket, page);
+- ``series``: the good ratio of each of the last 24 hours (null where nothing was sent).
+
+Sends of the last ``latency_ms`` are not judged yet (they may still be delivered in time): ``to`` is
+``as_of`` less ``latency_ms``, floored to the minute. Times are UTC."""
 
 
 def analytics_router(
-    warehouse: Warehouse, auth: ApiAuth, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    warehouse: Warehouse,
+    auth: ApiAuth,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    policy: LoadedPolicy | None = None,
 ) -> APIRouter:
-    """The /api/v1 router over ``warehouse``, guarded by ``auth``; ``clock`` defaults the time range."""
+    """The /api/v1 router over ``warehouse``, guarded by ``auth``; ``clock`` defaults the time range;
+    ``policy`` holds the tenants' SLA objectives (None: the SLA endpoint answers 503)."""
     router = APIRouter(prefix="/api/v1", tags=["analytics"])
     Caller = Annotated[Principal, Depends(auth.principal)]  # noqa: N806 - a type alias, named as one
 
@@ -144,6 +168,30 @@ def analytics_router(
         tenant: Tenant, f: AlertFilter, status: Status = "all", limit: Limit = 100
     ) -> dict[str, Any]:
         return queries.alerts(warehouse, tenant, f, status, limit, now=clock())
+
+    @router.get(
+        "/tenants/{tenant}/sla",
+        summary="SLA status per objective: good ratio, error budget, burn rates, hourly good ratio",
+        description=SLA_DESCRIPTION,
+    )
+    def sla(tenant: Tenant) -> dict[str, Any]:
+        if policy is None:
+            raise HTTPException(status_code=503, detail=NO_POLICY)
+        now = clock().astimezone(UTC)
+        objectives = []
+        for objective in policy.policy.tenant(tenant).slas:
+            until = queries.sla_judged_until(now, objective)
+            start, end = queries.sla_range(objective, until)
+            channel, latency_ms = objective.channel, objective.latency_ms
+            counts = queries.sla_counts(warehouse, tenant, channel, latency_ms, start, end)
+            report = queries.sla_report(tenant, objective, counts, until)
+            objectives.append({**report, "policy_version": policy.version})
+        return {
+            "tenant": tenant,
+            "policy_version": policy.version,
+            "as_of": now.isoformat(),
+            "objectives": objectives,
+        }
 
     @router.get(
         "/alerts",

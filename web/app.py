@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, Field
 
 from herald.errors import WarehouseError
+from policies.loader import LoadedPolicy
 from projections.warehouse import Warehouse
 from streams.pipeline import IngestTotals
 from web.analytics_api import analytics_router
@@ -113,12 +114,16 @@ def create_api(
     keys: KeyRing | None = None,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     monitor: Callable[[], dict[str, Any]] | None = None,
+    policy: LoadedPolicy | None = None,
+    dispatch: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """The worker's API. ``keys`` (web.auth.load_key_ring(settings.api_keys_file)) guard /api/v1 and
-    /sql; with None, /api/v1 answers 503 and /sql stays open (see web/auth.py)."""
+    /sql; with None, /api/v1 answers 503 and /sql stays open (see web/auth.py). ``policy``
+    (policies.loader.load_policy(settings.guardrails)) gives the tenants' SLA objectives to
+    /api/v1/tenants/{tenant}/sla, which answers 503 without it."""
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
     auth = ApiAuth(keys)
-    api.include_router(analytics_router(warehouse, auth, clock))
+    api.include_router(analytics_router(warehouse, auth, clock, policy))
     api.include_router(dashboard_router())
     registry = CollectorRegistry()
     registry.register(_IngestCollector(totals, lag))
@@ -139,6 +144,7 @@ def create_api(
             "batches": t.batches,
             "applied_offsets": t.by_partition,
             "monitor": monitor() if monitor is not None else None,
+            "dispatch": dispatch() if dispatch is not None else None,
         }
 
     sql_guard = Depends(auth.sql_principal)  # a default, not an annotation: those are strings here

@@ -36,6 +36,7 @@ PANEL_RUNBOOKS: dict[str, str] = {
     "engagement": "open_rate.drop",
     "latency": "latency_p95.spike",
     "providers": "provider.error_rate_high",
+    "sla": "sla.breach",
 }
 """Dashboard panel -> RUNBOOKS key of the alert that most often sends on-call to that panel, or an
 INDEX_SECTIONS key."""

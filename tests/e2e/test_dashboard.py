@@ -144,12 +144,33 @@ def check_channel_filter(page: Page, api: str, ops: str) -> None:
 
 
 def check_runbook_links(page: Page, api: str) -> None:
-    for panel in ("alerts", "delivery", "engagement", "latency", "providers"):
+    for panel in ("alerts", "delivery", "engagement", "latency", "providers", "sla"):
         href = page.get_by_test_id(f"runbook-{panel}").get_attribute("href") or ""
         path, _, anchor = href.partition("#")
         response = page.request.get(api + path)
         assert response.ok, href
         assert f'id="{anchor}"' in response.text(), href
+
+
+def check_sla_panel(page: Page) -> None:
+    """The SLA panel shows one card per objective of tenant A in the worker's (bundled) policy, each with
+    its state, good ratio, error budget, four burn-rate badges and the hourly chart."""
+    cards = page.locator('[data-testid="panel-sla"] [data-testid="sla-objective"]')
+    cards.first.wait_for(state="visible", timeout=WAIT_MS)
+    channels = page.evaluate(
+        """() => fetch(`/api/v1/tenants/acme-home/sla`,
+                  {headers: {"X-Api-Key": localStorage.getItem("herald.apiKey")}})
+                 .then(r => r.json()).then(b => b.objectives.map(o => o.channel))"""
+    )
+    assert "sms" in channels
+    assert cards.evaluate_all("cs => cs.map(c => c.dataset.channel)") == channels
+    for i in range(cards.count()):
+        card = cards.nth(i)
+        assert (card.get_by_test_id("sla-state").text_content() or "").strip() in ("ok", "ticket", "breach")
+        for part in ("sla-title", "sla-ratio", "sla-budget"):
+            assert card.get_by_test_id(part).is_visible(), part
+        assert card.get_by_test_id("sla-burn").count() == 4
+        card.locator('[data-testid="sla-chart"] svg').wait_for(state="visible", timeout=WAIT_MS)
 
 
 def opened_alert(
@@ -344,6 +365,7 @@ def test_dashboard_shows_warehouse_numbers_live_and_only_the_keys_tenant(
     delivered = check_tenant_numbers(page, worker.api, keys.ops)
     check_channel_filter(page, worker.api, keys.ops)
     check_runbook_links(page, worker.api)
+    check_sla_panel(page)
 
     # Alerts open and resolve while the page is open (the open one's row written twice, as after a
     # monitor restart): the live refresh shows each once, open first.

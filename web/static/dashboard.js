@@ -12,7 +12,7 @@
   const BUCKET_MS = { minute: 60e3, hour: 3600e3 };
   const COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#d97706"];
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const PANELS = ["alerts", "delivery", "engagement", "latency", "providers"];
+  const PANELS = ["alerts", "delivery", "engagement", "latency", "providers", "sla"];
   // Open and resolved alerts are asked for separately, so a long resolved history never pushes an
   // open alert out of the list.
   const ALERT_LIMITS = { open: 100, resolved: 50 };
@@ -133,8 +133,11 @@
 
   const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880].map((m) => m * 60e3);
 
-  /** Draw series [{name, points: [[ms, value|null]]}] over [from, to] into container. */
-  function lineChart(container, { series, from, to, yFormat, yMax, label }) {
+  /** Draw series [{name, points: [[ms, value|null]], dash?, markers?}] over [from, to] into container;
+   * the y axis runs from yMin (default 0) to yMax (default the largest value); ``empty`` is shown when
+   * no series (reference lines aside) has a point. */
+  function lineChart(container, options) {
+    const { series, from, to, yFormat, yMax, yMin = 0, label, empty = "No events in this range" } = options;
     container.textContent = "";
     const W = 560;
     const H = 220;
@@ -151,15 +154,16 @@
     const x0 = Math.min(from, ...xs);
     const x1 = Math.max(to, ...xs);
     let top = yMax !== undefined ? yMax : Math.max(0, ...values);
-    if (top <= 0) top = 1;
-    const yStep = niceStep(top, 4);
+    if (top <= yMin) top = yMin + 1;
+    const yStep = niceStep(top - yMin, 4);
     top = Math.ceil(top / yStep - 1e-9) * yStep;
+    const bottom = Math.floor(yMin / yStep + 1e-9) * yStep;
     const px = (t) => m.l + ((t - x0) / (x1 - x0 || 1)) * (W - m.l - m.r);
-    const py = (v) => H - m.b - (v / top) * (H - m.t - m.b);
+    const py = (v) => H - m.b - ((v - bottom) / (top - bottom)) * (H - m.t - m.b);
 
     const grid = svg("g", { class: "grid" }, root);
     const axis = svg("g", { class: "axis" }, root);
-    for (let v = 0; v <= top + yStep / 2; v += yStep) {
+    for (let v = bottom; v <= top + yStep / 2; v += yStep) {
       const y = py(v);
       svg("line", { x1: m.l, x2: W - m.r, y1: y, y2: y }, grid);
       svg("text", { x: m.l - 6, y: y + 4, "text-anchor": "end" }, axis).textContent = yFormat(v);
@@ -194,7 +198,14 @@
         d += `${pen ? "L" : "M"}${px(t).toFixed(1)},${py(v).toFixed(1)}`;
         pen = true;
       }
-      if (d) svg("path", { d, stroke: color, fill: "none", "data-testid": `line-${s.name}` }, g);
+      const line = { d, stroke: color, fill: "none", "data-testid": `line-${s.name}` };
+      if (s.dash) line["stroke-dasharray"] = s.dash;
+      if (d) svg("path", line, g);
+      // legend
+      const lx = m.l + 6 + i * 128;
+      svg("rect", { x: lx, y: 8, width: 10, height: 10, rx: 2, fill: color }, root);
+      svg("text", { x: lx + 14, y: 17, class: "legend" }, root).textContent = s.label || s.name;
+      if (s.markers === false) return; // a reference line (a target): no points, not counted as data
       const points = s.points.filter((p) => p[1] !== null);
       if (points.length <= 240) {
         for (const [t, v] of points) {
@@ -203,14 +214,10 @@
         }
       }
       drawn += points.length;
-      // legend
-      const lx = m.l + 6 + i * 128;
-      svg("rect", { x: lx, y: 8, width: 10, height: 10, rx: 2, fill: color }, root);
-      svg("text", { x: lx + 14, y: 17, class: "legend" }, root).textContent = s.label || s.name;
     });
     if (!drawn) {
       svg("text", { x: (m.l + W - m.r) / 2, y: (m.t + H - m.b) / 2, "text-anchor": "middle", class: "empty" }, root)
-        .textContent = "No events in this range";
+        .textContent = empty;
     }
     root.dataset.points = String(drawn);
     container.dataset.points = String(drawn);
@@ -347,6 +354,143 @@
     controls.provider.value = chosen;
   }
 
+  // ---------------------------------------------------------------- SLA
+
+  const SLA_OK = "ok";
+
+  /** 60 -> "1 h", 5 -> "5 min", 1440 -> "1 d": a burn-rate window. */
+  function fmtWindow(minutes) {
+    if (minutes % 1440 === 0) return `${minutes / 1440} d`;
+    if (minutes % 60 === 0) return `${minutes / 60} h`;
+    return `${minutes} min`;
+  }
+
+  /** An objective's own numbers, without trailing zeros: 0.995 -> "99.5 %", 30000 ms -> "30 s". */
+  const fmtTarget = (t) => `${Number((t * 100).toFixed(3))} %`;
+  function fmtThreshold(ms) {
+    if (ms % 60e3 === 0) return `${ms / 60e3} min`;
+    if (ms % 1e3 === 0) return `${ms / 1e3} s`;
+    return `${ms} ms`;
+  }
+
+  const fmtBurn = (b) => (b === null || b === undefined ? "–" : b >= 100 ? b.toFixed(0) : b.toFixed(1));
+
+  function el(tag, className, text, parent) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    if (parent) parent.appendChild(node);
+    return node;
+  }
+
+  /** Lowest y of the good-ratio chart: room below the target for a dip, and the lowest value shown. */
+  function slaFloor(target, ratios) {
+    const allowed = 1 - target;
+    return Math.max(0, Math.min(target - 4 * allowed, ...ratios.filter((r) => r !== null)));
+  }
+
+  function slaCard(o) {
+    // breach (a page rule or no budget left), ticket (a ticket rule fires), or ok
+    const overall = o.breach ? "breach" : o.severity === "ticket" ? "ticket" : SLA_OK;
+    const card = el("article", `sla-card sla-${overall}`);
+    card.dataset.testid = "sla-objective";
+    card.dataset.channel = o.channel;
+    card.dataset.severity = o.severity;
+    card.dataset.breach = String(o.breach);
+
+    const head = el("header", "sla-head", undefined, card);
+    const title = `${o.channel.toUpperCase()} · ${fmtTarget(o.target)} delivered within ${fmtThreshold(o.latency_ms)}`;
+    el("h3", "", title, head).dataset.testid = "sla-title";
+    el("span", `badge sla-state sla-state-${overall}`, overall, head).dataset.testid = "sla-state";
+
+    const figures = el("div", "sla-figures", undefined, card);
+    const ratioBox = el("div", "kpi", undefined, figures);
+    el("span", "kpi-label", `Good, last ${o.window_days} d`, ratioBox);
+    const missed = o.total > 0 && o.ratio < o.target;
+    const ratio = el("span", `kpi-value${missed ? " bad" : ""}`, o.total ? fmtPct(o.ratio, 2) : "no sends", ratioBox);
+    ratio.dataset.testid = "sla-ratio";
+    if (o.total) ratio.dataset.value = String(o.ratio);
+    const counts = `target ${fmtTarget(o.target)} · ${fmtInt(o.good)} of ${fmtInt(o.total)} in time`;
+    el("span", "kpi-sub", counts, ratioBox).dataset.testid = "sla-counts";
+
+    const budget = el("div", "sla-budget", undefined, figures);
+    const left = o.error_budget_remaining;
+    el("span", "kpi-label", "Error budget left", budget);
+    const level = left === null ? "" : left <= 0 ? "empty" : left < 0.25 ? "low" : left < 0.5 ? "half" : "full";
+    const spent = left === null ? null : `${(1 - left).toFixed(1)}× spent`;
+    const budgetText = left === null ? "–" : left <= 0 ? `exhausted · ${spent}` : fmtPct(left, 1);
+    const value = el("span", `budget-value budget-${level}`, budgetText, budget);
+    value.dataset.testid = "sla-budget";
+    if (left !== null) value.dataset.value = String(left);
+    const bar = el("div", `bar budget-${level}`, undefined, budget);
+    bar.setAttribute("role", "meter");
+    bar.setAttribute("aria-label", "Error budget left");
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    bar.setAttribute("aria-valuenow", String(Math.round(Math.max(0, Math.min(1, left ?? 1)) * 100)));
+    const fill = el("div", `fill budget-${level}`, undefined, bar);
+    fill.style.width = `${Math.max(0, Math.min(1, left ?? 1)) * 100}%`;
+
+    const burns = el("div", "burns", undefined, card);
+    const burnLabel = el("span", "kpi-label", "Burn rate per rule (long / short window)", burns);
+    burnLabel.title = "A burn of 1 spends the error budget exactly over the objective's window; a rule fires " +
+      "(ticket or page) when both its windows burn at least its factor.";
+    for (const b of o.burn_rates) {
+      const state = b.firing ? b.severity : SLA_OK;
+      const windows = `${fmtWindow(b.long_minutes)} / ${fmtWindow(b.short_minutes)}`;
+      const badge = el("span", `badge burn burn-${state}`, `${windows} ${state}`, burns);
+      badge.dataset.testid = "sla-burn";
+      badge.dataset.state = state;
+      badge.title = `burn ${fmtBurn(b.long_burn)} over ${fmtWindow(b.long_minutes)}, ${fmtBurn(b.short_burn)} over ` +
+        `${fmtWindow(b.short_minutes)}; ${b.severity} when both reach ${b.factor}`;
+      el("span", "burn-value", `×${fmtBurn(b.long_burn)} / ×${fmtBurn(b.short_burn)}`, badge);
+    }
+
+    const figure = el("figure", "", undefined, card);
+    el("figcaption", "", "Good ratio per hour of send, last 24 h (dashed: target)", figure);
+    const chart = el("div", "chart", undefined, figure);
+    chart.dataset.testid = "sla-chart";
+    const hours = o.series.map((p) => Date.parse(p.hour));
+    const ratios = o.series.map((p) => p.ratio);
+    const from = hours[0];
+    const to = hours[hours.length - 1] + 3600e3;
+    lineChart(chart, {
+      from,
+      to,
+      label: `Good ratio of ${o.channel} per hour against the target`,
+      series: [
+        { name: "good_ratio", label: "good ratio", points: hours.map((t, i) => [t, ratios[i]]) },
+        {
+          name: "target",
+          label: `target ${fmtTarget(o.target)}`,
+          color: "#dc2626",
+          dash: "5 4",
+          markers: false,
+          points: [[from, o.target], [to, o.target]],
+        },
+      ],
+      yFormat: pctAxis,
+      yMax: 1,
+      yMin: slaFloor(o.target, ratios),
+      empty: "No sends judged in the last 24 h",
+    });
+    return card;
+  }
+
+  function renderSla(body) {
+    const list = testId("sla-list");
+    list.textContent = "";
+    const channel = controls.channel.value;
+    const shown = body.objectives.filter((o) => !channel || o.channel.toUpperCase() === channel);
+    testId("sla-note").textContent = `policy ${body.policy_version} · as of ${fmtClock(new Date(body.as_of))} UTC`;
+    if (!shown.length) {
+      const what = body.objectives.length ? `no ${channel} objective` : "no SLA objectives";
+      const empty = el("p", "sla-empty", `${body.tenant}: ${what} in the guardrails policy.`, list);
+      empty.dataset.testid = "sla-empty";
+    }
+    for (const o of shown) list.appendChild(slaCard(o));
+  }
+
   // ---------------------------------------------------------------- alerts
 
   /** An observed or expected value in the metric's unit: rates as %, latency as ms/s, volume as a count. */
@@ -466,7 +610,7 @@
     note.hidden = capped.length === 0;
   }
 
-  const LOAD = { alerts: loadAlerts };
+  const LOAD = { alerts: loadAlerts, sla: (tenant) => api(`/api/v1/tenants/${tenant}/sla`) };
 
   const RENDER = {
     alerts: renderAlerts,
@@ -474,6 +618,7 @@
     engagement: renderEngagement,
     latency: renderLatency,
     providers: renderProviders,
+    sla: renderSla,
   };
 
   function panelFailed(name, message, info = false) {
@@ -493,6 +638,7 @@
       node.dataset.points = "0";
     }
     for (const node of panel.querySelectorAll("tbody")) node.textContent = "";
+    for (const node of panel.querySelectorAll(".sla-list, .panel-note")) node.textContent = "";
     for (const node of panel.querySelectorAll(".count")) node.hidden = true;
   }
 
