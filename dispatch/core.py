@@ -37,6 +37,7 @@ emitting a step twice is de-duplicated by ingest.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import zlib
 from collections.abc import Mapping
@@ -47,7 +48,7 @@ from urllib.parse import urlencode
 
 from analytics.runbooks import runbook_url
 from policies.breaker import BreakerTransition
-from policies.limits import Decision, DispatchRequest, DispatchState, evaluate_dispatch
+from policies.limits import BudgetAlert, Decision, DispatchRequest, DispatchState, evaluate_dispatch
 from policies.loader import LoadedPolicy
 from policies.models import Priority
 from providers.base import SendResult
@@ -367,4 +368,36 @@ def switch_alert(
         "runbook_url": runbook_url("provider.outage", runbook_base),
         "policy_version": policy_version,
         "detail": f"{transition.from_state} -> {transition.to_state}: {transition.reason}",
+    }
+
+
+def budget_alert(
+    tenant: str, scope: str, alert: BudgetAlert, at_ms: int, links: tuple[str, str], policy_version: str
+) -> dict[str, Any]:
+    """The alerts-topic record of a budget threshold crossed (80 %: a warning; 100 %: the scope is
+    paused and further requests are suppressed). One per scope, dimension, threshold and period."""
+    dashboard_base, runbook_base = links
+    exhausted = alert.threshold >= 1.0
+    key = f"{tenant}|{scope}|{alert.dimension}|{alert.threshold}|{at_ms // 86_400_000}"
+    return {
+        "alert_id": hashlib.sha256(key.encode()).hexdigest()[:20],
+        "status": "OPENED",
+        "tenant_id": tenant,
+        "channel": "",
+        "provider": "",
+        "metric": f"budget.{alert.dimension}",
+        "kind": "exhausted" if exhausted else "threshold",
+        "severity": "critical" if exhausted else "major",
+        "observed": float(alert.used),
+        "expected": float(alert.limit),
+        "score": min(1.0, alert.used / alert.limit) if alert.limit else 1.0,
+        "window_start": at_ms,
+        "window_end": at_ms,
+        "first_seen": at_ms,
+        "emitted_at": at_ms,
+        "dashboard_url": f"{dashboard_base.rstrip('/')}/dashboard?{urlencode({'tenant': tenant})}",
+        "runbook_url": runbook_url("budget.exhausted", runbook_base),
+        "policy_version": policy_version,
+        "detail": f"{scope} used {alert.used} of {alert.limit} {alert.dimension} ({alert.threshold:.0%})"
+        + ("; paused: further requests are suppressed" if exhausted else ""),
     }

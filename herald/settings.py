@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from herald.errors import ConfigError
 from streams.topics import Topics
 
+BUNDLED_GUARDRAILS = Path(__file__).resolve().parents[1] / "policies" / "examples" / "guardrails.yaml"
+"""The example guardrails policy shipped with the package: what a worker loads when none is configured."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HERALD_", frozen=True, extra="forbid")
@@ -60,10 +63,22 @@ class Settings(BaseSettings):
         description="YAML file of API keys (SHA-256 hashes, per tenant and role; see web/auth.py); "
         "unset = /api/v1 answers 503 and /sql stays open (the API binds to loopback by default).",
     )
+    guardrails_file: Path | None = Field(
+        None,
+        description="Guardrails policy YAML (providers, routing, limits, budgets, SLAs; policies/loader.py) "
+        "the worker loads at start (a bad file stops it); unset = the bundled "
+        "policies/examples/guardrails.yaml.",
+    )
     api_key: SecretStr | None = Field(
         None, description="Key the CLI sends to a worker's API (X-Api-Key) when the worker has a keys file."
     )
     worker_name: str = Field("worker-1", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    providers_file: Path | None = Field(
+        None,
+        description="JSON/YAML naming the delivery providers' endpoints ({endpoints: {name: {channel, host, "
+        "port, url}}}, e.g. the local providers' ready file); unset = no dispatch agent in this worker.",
+    )
+    provider_timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout of one provider call.")
     alerts_enabled: bool = Field(
         True, description="Run the alert monitor (one worker of the group leads it)."
     )
@@ -107,6 +122,11 @@ class Settings(BaseSettings):
     @property
     def warehouse(self) -> str:
         return self.warehouse_dsn or f"chdb://{(self.data_dir / 'warehouse').resolve()}"
+
+    @property
+    def guardrails(self) -> Path:
+        """The guardrails policy file to load: ``guardrails_file``, else the bundled example."""
+        return self.guardrails_file or BUNDLED_GUARDRAILS
 
     @property
     def embedded_warehouse(self) -> bool:

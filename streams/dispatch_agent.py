@@ -42,7 +42,7 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from dispatch.core import Attempt, Dispatcher, Step, switch_alert
+from dispatch.core import Attempt, Dispatcher, Step, budget_alert, switch_alert
 from dispatch.service import call_provider
 from herald.errors import DecodeError
 from herald.settings import Settings
@@ -132,7 +132,8 @@ class DispatchAgent:
         self._links = links
         self._alert_codec = AvroCodec.for_contract("alert_event")
         self._switched: dict[str, tuple[str, int]] = {}  # breaker key -> (open alert id, opened at ms)
-        self.switches: list[dict[str, Any]] = []
+        self._pending_alerts: list[dict[str, Any]] = []  # budget thresholds crossed in this batch
+        self.alerts_published: list[dict[str, Any]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -163,7 +164,7 @@ class DispatchAgent:
             "resumed": t.resumed,
             "dead_letters": t.dead_letters,
             "breakers": {k: b.state_at(self._clock()) for k, b in sorted(self.breakers.items())},
-            "provider_switches": len(self.switches),
+            "alerts_published": len(self.alerts_published),
             "crashed": repr(self.crashed) if self.crashed else None,
         }
 
@@ -327,17 +328,18 @@ class DispatchAgent:
         await asyncio.gather(*pending)
         self._write_state(touched)
         self._flush()
-        self._provider_switches()
+        self._publish_alerts()
         if last:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False
             )
         self.totals.batches += 1
 
-    def _provider_switches(self) -> None:
+    def _publish_alerts(self) -> None:
         """A breaker that opened (failover) or closed (failback) since the last batch: an alert on the
-        alerts topic and in the ``alerts`` table, OPENED then RESOLVED with the same id."""
-        records = []
+        alerts topic and in the ``alerts`` table, OPENED then RESOLVED with the same id. Budget
+        thresholds crossed in the batch go out the same way."""
+        records, self._pending_alerts = self._pending_alerts, []
         for key, breaker in self.breakers.items():
             for t in breaker.pop_transitions():
                 at_ms = int(t.at * 1000)
@@ -364,7 +366,7 @@ class DispatchAgent:
         self._state_producer.flush(30)
         if self._warehouse is not None:
             self._warehouse.insert("alerts", [alert_row(r) for r in records], list(ALERT_COLUMNS))
-        self.switches.extend(records)
+        self.alerts_published.extend(records)
 
     def _take(
         self,
@@ -379,6 +381,11 @@ class DispatchAgent:
             self._emitter.emit(event)
         if step.decision is not None:
             self.totals.by_reason[step.decision.reason] += 1
+            at_ms = int(self._clock() * 1000)
+            for scope, crossed in step.decision.alerts:
+                self._pending_alerts.append(
+                    budget_alert(tenant, scope, crossed, at_ms, self._links, step.decision.policy_version)
+                )
             if step.decision.action == "suppress":
                 self.totals.suppressed += 1
         if step.attempt is not None:

@@ -6,19 +6,24 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import faust
 import structlog
 
 from herald.errors import WarehouseError
 from herald.settings import Settings, mask_dsn
+from policies.loader import LoadedPolicy, load_policy
 from projections.migrate import migrate
 from projections.warehouse import Warehouse
 from projections.writer import IngestWriter
+from providers.endpoints import adapters_for, load_endpoints
 from schemas.codec import lifecycle_codec
 from streams.app import create_app
+from streams.dispatch_agent import DispatchAgent
 from streams.monitor import AlertLinks, AlertMonitorService
 from streams.pipeline import DeadLetterSink, IngestPipeline
 from streams.sink import WarehouseSink
@@ -69,9 +74,47 @@ def open_warehouse(settings: Settings) -> Warehouse:
         return Warehouse(shared[0])
 
 
+@dataclass
+class Agents:
+    """The worker's background agents beside the warehouse sink: the alert monitor (unless
+    HERALD_ALERTS_ENABLED=false) and the dispatch agent (when HERALD_PROVIDERS_FILE names providers)."""
+
+    monitor: AlertMonitorService | None = None
+    dispatch: DispatchAgent | None = None
+
+    def start(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        warehouse: Warehouse,
+        policy: LoadedPolicy,
+        endpoints: dict[str, dict[str, Any]] | None,
+        api_url: str,
+    ) -> None:
+        public = (settings.public_url or api_url).rstrip("/")
+        links = AlertLinks(public, settings.runbook_base_url or public + LOCAL_RUNBOOK_BASE)
+        if settings.alerts_enabled:
+            self.monitor = AlertMonitorService(settings, bootstrap, warehouse, links)
+            self.monitor.start()
+        if endpoints is not None:
+            timeout = settings.provider_timeout_s
+            self.dispatch = DispatchAgent(
+                settings, bootstrap, policy, lambda: adapters_for(endpoints, timeout), warehouse=warehouse,
+                links=(links.dashboard_base, links.runbook_base),
+            )  # fmt: skip
+            self.dispatch.start()
+
+    def stop(self) -> None:
+        for agent in (self.dispatch, self.monitor):
+            if agent is not None:
+                agent.stop()
+
+
 def run_worker(settings: Settings, bootstrap: str) -> None:
     ensure_topics(bootstrap, settings.partitions, settings.replication_factor, settings.topics)
     keys = load_key_ring(settings.api_keys_file)  # a bad keys file stops the worker before it starts
+    policy = load_policy(settings.guardrails)  # so does a bad policy (PolicyError: file: field: reason)
+    endpoints = load_endpoints(settings.providers_file) if settings.providers_file else None  # and endpoints
     warehouse = open_warehouse(settings)
     applied = migrate(warehouse)
     pipeline = IngestPipeline(
@@ -88,7 +131,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
 
     sink = WarehouseSink(settings, bootstrap, pipeline, on_crash)
     app = create_app(settings, bootstrap)
-    monitor: AlertMonitorService | None = None
+    agents = Agents()
     server = ApiServer(
         create_api(
             warehouse,
@@ -97,7 +140,9 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             lambda: dict(sink.lag),
             lambda: sorted(sink.assigned),
             keys=keys,
-            monitor=lambda: monitor.status() if monitor is not None else {"enabled": False},
+            policy=policy,
+            monitor=lambda: agents.monitor.status() if agents.monitor else {"enabled": False},
+            dispatch=lambda: agents.dispatch.status() if agents.dispatch else {"enabled": False},
         ),
         settings.api_host,
         settings.api_port,
@@ -116,11 +161,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         share = ApiServer(create_clickhouse_http_app(warehouse), "127.0.0.1", settings.warehouse_share_port)
         info["warehouse_http"] = f"http://127.0.0.1:{share.start()}"
     sink.start()
-    if settings.alerts_enabled:
-        public = (settings.public_url or f"http://{settings.api_host}:{port}").rstrip("/")
-        links = AlertLinks(public, settings.runbook_base_url or public + LOCAL_RUNBOOK_BASE)
-        monitor = AlertMonitorService(settings, bootstrap, warehouse, links)
-        monitor.start()
+    agents.start(settings, bootstrap, warehouse, policy, endpoints, f"http://{settings.api_host}:{port}")
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     run_file(settings).write_text(json.dumps(info))
     log.info("worker.started", migrations_applied=applied, **info)
@@ -136,8 +177,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     except SystemExit:
         pass
     finally:
-        if monitor is not None:
-            monitor.stop()
+        agents.stop()
         sink.stop()
         run_file(settings).unlink(missing_ok=True)
         server.stop()
