@@ -301,6 +301,9 @@ def demo(
     scenario: Annotated[
         str, typer.Option(help="Without --events: alert_drill (one delivery drop), mixed, normal, ...")
     ] = "alert_drill",
+    dispatch: Annotated[
+        bool, typer.Option(help="Then send requests through the local providers and kill the primaries.")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Start local Kafka and a worker on the embedded warehouse, send traffic, report, stop.
@@ -316,7 +319,9 @@ def demo(
             fail(ValueError("--events and --invalid must not be negative"))
         report = demos.run_counts_demo(s, events, invalid, seed, say)
     else:
-        report = demos.run_traffic_demo(s, minutes * 60, rate, seed, say, scenario=scenario, speedup=speedup)
+        report = demos.run_traffic_demo(
+            s, minutes * 60, rate, seed, say, scenario=scenario, speedup=speedup, with_dispatch=dispatch
+        )
     if as_json:
         typer.echo(json.dumps(report))
     else:

@@ -211,39 +211,44 @@ def run_worker_drill(settings: Settings, plan: DrillPlan, progress: Progress | N
     """The same drill end to end: local Kafka, the local providers as a process, a worker whose
     dispatch agent reads the requests from Kafka; outcomes read back from the lifecycle topic."""
     from herald.demo import start_stack
-    from providers.local.process import LocalProvidersProcess
 
-    providers = LocalProvidersProcess(settings.data_dir / "logs" / "providers.log").start()
-    stack = None
+    stack = start_stack(
+        settings,
+        with_providers=True,
+        HERALD_GUARDRAILS_FILE=str(plan.policy),
+        HERALD_PROVIDER_TIMEOUT_S=str(plan.timeout_s),
+        HERALD_ALERTS_ENABLED="false",
+    )
     try:
-        stack = start_stack(
-            settings,
-            HERALD_PROVIDERS_FILE=str(providers.ready_file),
-            HERALD_GUARDRAILS_FILE=str(plan.policy),
-            HERALD_PROVIDER_TIMEOUT_S=str(plan.timeout_s),
-            HERALD_ALERTS_ENABLED="false",
-        )
-        run = f"drill{int(time.time())}"
-        requested, kills, restores = _worker_traffic(stack, providers.control, plan, run, progress)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # every request answered (sent, or failed for good)
-            health = stack.worker.health().get("dispatch") or {}
-            if health.get("sent", 0) + health.get("failed", 0) >= requested:
-                break
-            time.sleep(0.5)
-        stack.wait_caught_up(progress)
-        events = _events_of_run(stack.bootstrap, settings, run)
-        control = providers.control
-        names = [p["name"] for p in control.providers()]
-        records = {name: control.messages(name) for name in names}
-        counts = {p["name"]: p["counts"] for p in control.providers()}
-        report = _report(plan, requested, events, kills, restores, records, counts)
-        report["switch_alerts"] = _switch_alerts(stack.bootstrap, settings, kills[0] if kills else 0.0)
-        return report
+        return drill_on_stack(stack, plan, progress)
     finally:
-        if stack is not None:
-            stack.stop()
-        providers.stop()
+        stack.stop()
+
+
+def drill_on_stack(stack: Any, plan: DrillPlan, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the drill's traffic and provider kills against a running stack (a worker with a dispatch
+    agent and the local providers: herald.demo.Stack) and report."""
+    assert stack.providers is not None, "the stack runs no local providers"
+    control = stack.providers.control
+    run = f"drill{int(time.time())}"
+
+    def answered() -> int:
+        health = stack.worker.health().get("dispatch") or {}
+        return int(health.get("sent", 0)) + int(health.get("failed", 0))
+
+    before = answered()
+    requested, kills, restores = _worker_traffic(stack, control, plan, run, progress)
+    deadline = time.monotonic() + 60 + plan.up_s
+    while time.monotonic() < deadline and answered() - before < requested:  # sent, or failed for good
+        time.sleep(0.5)
+    stack.wait_caught_up(progress)
+    events = _events_of_run(stack.bootstrap, stack.settings, run)
+    names = [p["name"] for p in control.providers()]
+    records = {name: control.messages(name) for name in names}
+    counts = {p["name"]: p["counts"] for p in control.providers()}
+    report = _report(plan, requested, events, kills, restores, records, counts)
+    report["switch_alerts"] = _switch_alerts(stack.bootstrap, stack.settings, kills[0] if kills else 0.0)
+    return report
 
 
 def _worker_traffic(
@@ -282,12 +287,14 @@ def _worker_traffic(
 
 
 def _events_of_run(bootstrap: str, settings: Settings, run: str) -> list[dict[str, Any]]:
+    """This run's lifecycle events (keyed by notification id, so the key tells them apart)."""
     from schemas.codec import lifecycle_codec
-    from streams.topics import read_values
+    from streams.topics import read_messages
 
     codec = lifecycle_codec()
-    events = (codec.decode(v) for v in read_values(bootstrap, settings.topics.lifecycle))
-    return [e for e in events if e["notification_id"].startswith(f"{run}-n-")]
+    prefix = f"{run}-n-".encode()
+    messages = read_messages(bootstrap, settings.topics.lifecycle)
+    return [codec.decode(value) for key, value in messages if key is not None and key.startswith(prefix)]
 
 
 def _switch_alerts(bootstrap: str, settings: Settings, since: float) -> dict[str, int]:

@@ -14,6 +14,7 @@ from herald.errors import HeraldError
 from herald.local import bootstrap_servers, local_kafka, query_endpoint
 from herald.settings import Settings
 from herald.supervise import WorkerProcess
+from providers.local.process import LocalProvidersProcess
 from streams.emitter import Emitter
 from streams.lag import consumer_lag
 from streams.topics import ensure_topics, topic_size
@@ -27,6 +28,7 @@ class Stack:
     bootstrap: str
     kafka_started: bool
     worker: WorkerProcess
+    providers: LocalProvidersProcess | None = None
 
     def sql_scalar(self, query: str) -> Any:
         _, rows = query_endpoint(self.worker.api, query)
@@ -66,11 +68,15 @@ class Stack:
 
     def stop(self) -> None:
         self.worker.stop()
+        if self.providers is not None:
+            self.providers.stop()
         if self.kafka_started:
             local_kafka(self.settings).stop()
 
 
-def start_stack(settings: Settings, **extra_env: str) -> Stack:
+def start_stack(settings: Settings, *, with_providers: bool = False, **extra_env: str) -> Stack:
+    """Local Kafka (unless one is configured) and a worker; with ``with_providers`` also the four
+    local delivery providers, which the worker's dispatch agent then sends through."""
     bootstrap, started = bootstrap_servers(settings, start=True)
     ensure_topics(bootstrap, settings.partitions, settings.replication_factor, settings.topics)
     env = {
@@ -83,15 +89,21 @@ def start_stack(settings: Settings, **extra_env: str) -> Stack:
     }
     if settings.warehouse_dsn:
         env["HERALD_WAREHOUSE_DSN"] = settings.warehouse_dsn
-    env.update(extra_env)
+    providers = None
     worker = WorkerProcess(env, settings.data_dir / "logs" / f"{settings.worker_name}.log")
     try:
+        if with_providers:
+            providers = LocalProvidersProcess(settings.data_dir / "logs" / "providers.log").start()
+            env["HERALD_PROVIDERS_FILE"] = str(providers.ready_file)
+        env.update(extra_env)
         worker.start()
     except BaseException:
+        if providers is not None:
+            providers.stop()
         if started:
             local_kafka(settings).stop()
         raise
-    return Stack(settings, bootstrap, started, worker)
+    return Stack(settings, bootstrap, started, worker, providers)
 
 
 def run_counts_demo(
@@ -164,6 +176,7 @@ def run_traffic_demo(
     scenario: str = "alert_drill",
     speedup: float = math.inf,
     grace_minutes: int = 30,
+    with_dispatch: bool = True,
 ) -> dict[str, Any]:
     """Live traffic (every event at its own time, in order) for ``duration_s`` simulated seconds,
     ``speedup`` times faster than real time, with the scenario's injected incident; waits until the
@@ -172,6 +185,7 @@ def run_traffic_demo(
 
     stack = start_stack(
         settings,
+        with_providers=with_dispatch,
         HERALD_ALERT_GRACE_MINUTES=str(grace_minutes),
         HERALD_ALERT_LATENESS_S=str(min(settings.alert_lateness_s, 5.0)),
     )
@@ -212,8 +226,20 @@ def run_traffic_demo(
         last_closed = start + timedelta(seconds=duration_s) - timedelta(minutes=1)
         stack.wait_monitor(last_closed.replace(second=0, microsecond=0), progress)
         elapsed = time.monotonic() - t0
+        # What the monitor made of the simulated hours, read before the dispatch part: the simulated
+        # tenants fall silent from here on, which later minutes would rightly report as volume drops.
         columns, rows = query_endpoint(stack.worker.api, TENANT_SUMMARY)
         alert_columns, alert_rows = query_endpoint(stack.worker.api, ALERTS_REPORT)
+        alert_changes = topic_size(stack.bootstrap, settings.topics.alerts)
+        dispatch = None
+        if with_dispatch:  # send requests through the worker's dispatch agent; kill the primaries
+            from dispatch.drill import DrillPlan, drill_on_stack
+
+            if progress:
+                progress("dispatch: requests through the local providers; the primaries die for 8 s")
+            dispatch = drill_on_stack(
+                stack, DrillPlan(rate_per_s=50, cycles=1, warm_s=3, down_s=8, up_s=40), progress
+            )
         return {
             "scenario": summary.scenario,
             "simulated": f"{duration_s / 60:.0f} min from {start.isoformat()} at {rate:g} notifications/s",
@@ -223,7 +249,7 @@ def run_traffic_demo(
             "warehouse_events": int(stack.sql_scalar("SELECT count() FROM events")),
             "dlq": topic_size(stack.bootstrap, settings.topics.dead_letter),
             "duplicates": int(stack.sql_scalar("SELECT sum(duplicates) FROM ingest_batches")),
-            "alert_changes_on_topic": topic_size(stack.bootstrap, settings.topics.alerts),
+            "alert_changes_on_topic": alert_changes,
             "seconds": round(elapsed, 1),
             "anomaly_windows": [
                 {
@@ -237,6 +263,7 @@ def run_traffic_demo(
                 for w in summary.windows
             ],
             "alerts": [dict(zip(alert_columns, row, strict=True)) for row in alert_rows],
+            "dispatch_drill": dispatch,
             "tenants": [dict(zip(columns, row, strict=True)) for row in rows],
             "dashboard": f"{stack.worker.api}/dashboard",
             "data_dir": str(settings.data_dir.resolve()),
@@ -254,7 +281,7 @@ def _clock(iso: str | None) -> str:
 def render_report(report: dict[str, Any]) -> str:
     lines = ["", "Herald demo"]
     for key, value in report.items():
-        if key not in ("tenants", "anomaly_windows", "alerts"):
+        if key not in ("tenants", "anomaly_windows", "alerts", "dispatch_drill"):
             lines.append(f"  {key:<24} {value}")
     if report.get("anomaly_windows"):
         lines.append("  injected anomalies:")
@@ -274,6 +301,15 @@ def render_report(report: dict[str, Any]) -> str:
             )
             lines.append(f"      runbook:   {a['runbook_url']}")
             lines.append(f"      dashboard: {a['dashboard_url']}")
+    if report.get("dispatch_drill"):
+        d = report["dispatch_drill"]
+        lines.append("  dispatch through the local providers (primaries killed, then restored):")
+        lines.append(
+            f"    {d['requested']} requests: {d['lost']} lost, {d['sent_twice']} sent twice; "
+            f"switch after {d['detect_to_switch_s']['p50']} s (p50), failback {d['failback_s']['p50']} s "
+            f"after the restore; switch alerts {d.get('switch_alerts')}"
+        )
+        lines.append(f"    accepted per provider: {d['accepted_per_provider']}")
     if report.get("tenants"):
         cols = list(report["tenants"][0])
         lines.append("")

@@ -170,6 +170,11 @@ def describe_topics(bootstrap: str) -> dict[str, dict[str, int]]:
 
 def read_values(bootstrap: str, topic: str, timeout: float = 60.0) -> list[bytes]:
     """Every message value held in ``topic`` now, partition by partition (up to the high watermarks)."""
+    return [value for _key, value in read_messages(bootstrap, topic, timeout)]
+
+
+def read_messages(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[bytes | None, bytes]]:
+    """Every (key, value) held in ``topic`` now, partition by partition (up to the high watermarks)."""
     import time
 
     from confluent_kafka import Consumer, TopicPartition
@@ -185,7 +190,7 @@ def read_values(bootstrap: str, topic: str, timeout: float = 60.0) -> list[bytes
             if high > low:
                 ends[p] = high
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        values: list[bytes] = []
+        values: list[tuple[bytes | None, bytes]] = []
         deadline = time.monotonic() + timeout
         positions = dict.fromkeys(ends, 0)
         while any(positions[p] < ends[p] for p in ends):
@@ -196,7 +201,7 @@ def read_values(bootstrap: str, topic: str, timeout: float = 60.0) -> list[bytes
                 if m.error() is None and partition is not None and offset is not None:
                     positions[partition] = offset + 1
                     if value is not None and offset < ends[partition]:
-                        values.append(value)
+                        values.append((m.key(), value))
         return values
     finally:
         consumer.close()
