@@ -58,6 +58,7 @@ STATE_FORMAT = b"herald-dispatch-v1:"
 MAX_ATTEMPTS = 2  # the first send and one failover retry
 _PRIORITY: dict[str, Priority] = {"CRITICAL": "critical", "HIGH": "normal", "NORMAL": "normal", "LOW": "bulk"}
 Status = Literal["deferred", "suppressed", "sending", "sent", "failed"]
+Receipt = Literal["none", "pending", "delivered", "failed", "expired"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,9 @@ class _Entry:
     status: Status
     attempts: int = 0
     tried: tuple[str, ...] = ()
+    message_id: str | None = None  # the provider's id of the accepted send
+    sent_ms: int = 0
+    receipt: Receipt = "none"
 
 
 class Dispatcher:
@@ -137,8 +141,9 @@ class Dispatcher:
         events.append(self._dispatched(entry, attempt, decision.reason, decision.policy_version))
         return Step(events, attempt, decision=decision)
 
-    def outcome(self, attempt: Attempt, result: SendResult, now_ms: int) -> Step:
-        """Record a provider's answer: SENT, or FAILED and possibly the one failover retry."""
+    def outcome(self, attempt: Attempt, result: SendResult, now_ms: int, *, receipts: bool = False) -> Step:
+        """Record a provider's answer: SENT, or FAILED and possibly the one failover retry.
+        ``receipts``: the provider reports delivery later (see :meth:`receipt`)."""
         entry = self.ledger.get(attempt.request_id)
         if entry is None or entry.status != "sending" or entry.attempts != attempt.number:
             return Step()  # a late answer to an attempt already settled
@@ -152,6 +157,8 @@ class Dispatcher:
             if breaker is not None:
                 breaker.record_success(now, latency)
             entry.status = "sent"
+            entry.message_id, entry.sent_ms = result.provider_message_id, now_ms
+            entry.receipt = "pending" if receipts and result.provider_message_id else "none"
             sent = _event(
                 record, "SENT", now_ms, f"{request_id}.sent", provider=attempt.provider, latency_ms=latency,
                 cost_micros=price.price_micros, currency=price.currency,
@@ -173,6 +180,47 @@ class Dispatcher:
         attempt2, decision = retry
         dispatched = self._dispatched(entry, attempt2, "routed.retry_failover", decision.policy_version)
         return Step([failed, dispatched], attempt2, decision=decision)
+
+    def receipt(self, request_id: str, delivered: bool, now_ms: int, detail: str = "") -> Step:
+        """The provider's delivery receipt of a sent request: DELIVERED (latency since the send) or
+        FAILED (refused by the carrier after the send), both carrying ``sent_at``. Once per request."""
+        entry = self.ledger.get(request_id)
+        if entry is None or entry.receipt != "pending":
+            return Step()
+        entry.receipt = "delivered" if delivered else "failed"
+        provider = entry.tried[-1] if entry.tried else None
+        sent_at = datetime.fromtimestamp(entry.sent_ms / 1000, UTC)
+        latency = max(0, now_ms - entry.sent_ms)
+        if delivered:
+            event = _event(entry.record, "DELIVERED", now_ms, f"{request_id}.delivered", provider=provider,
+                           latency_ms=latency, sent_at=sent_at)  # fmt: skip
+        else:
+            error = {"error_class": "rejected", "code": None, "message": detail or "delivery failed",
+                     "retryable": False}  # fmt: skip
+            event = _event(entry.record, "FAILED", now_ms, f"{request_id}.failed.receipt", provider=provider,
+                           latency_ms=latency, sent_at=sent_at, error=error)  # fmt: skip
+        return Step([event])
+
+    def receipt_expired(self, request_id: str) -> None:
+        """No receipt came within the agent's patience: stop asking (no event: unknown outcome)."""
+        entry = self.ledger.get(request_id)
+        if entry is not None and entry.receipt == "pending":
+            entry.receipt = "expired"
+
+    def pending_receipts_of(self, request_id: str) -> tuple[str, str, int] | None:
+        """(provider, provider message id, sent at ms) of one send awaiting its receipt, else None."""
+        e = self.ledger.get(request_id)
+        if e is None or e.receipt != "pending" or not e.message_id or not e.tried:
+            return None
+        return e.tried[-1], e.message_id, e.sent_ms
+
+    def pending_receipts(self) -> list[tuple[str, str, str, int]]:
+        """(request id, provider, provider message id, sent at ms) of sends awaiting a receipt."""
+        return [
+            (k, e.tried[-1], e.message_id, e.sent_ms)
+            for k, e in self.ledger.items()
+            if e.receipt == "pending" and e.message_id and e.tried
+        ]
 
     def _failover(
         self, entry: _Entry, record: Mapping[str, Any], now_ms: int
@@ -213,9 +261,13 @@ class Dispatcher:
     def snapshot(self) -> bytes:
         """Counters, budgets and the ledger; settled entries keep their status only."""
         ledger = {
-            key: (e.status, e.attempts, e.tried, e.record if e.status in ("deferred", "sending") else None)
+            key: (
+                e.status, e.attempts, e.tried,
+                e.record if e.status in ("deferred", "sending") or e.receipt == "pending" else None,
+                e.message_id, e.sent_ms, e.receipt,
+            )
             for key, e in self.ledger.items()
-        }
+        }  # fmt: skip
         return STATE_FORMAT + zlib.compress(pickle.dumps((self.state.rates, self.state.budgets, ledger)), 3)
 
     @classmethod
@@ -225,8 +277,11 @@ class Dispatcher:
             raise ValueError("not a dispatcher snapshot")
         rates, budgets, ledger = pickle.loads(zlib.decompress(data[len(STATE_FORMAT) :]))  # our own topic
         dispatcher = cls(loaded, DispatchState(rates, budgets, breakers if breakers is not None else {}))
-        for key, (status, attempts, tried, record) in ledger.items():
-            dispatcher.ledger[key] = _Entry(record or {"request_id": key}, status, attempts, tuple(tried))
+        for key, (status, attempts, tried, record, message_id, sent_ms, receipt) in ledger.items():
+            entry = _Entry(
+                record or {"request_id": key}, status, attempts, tuple(tried), message_id, sent_ms, receipt
+            )
+            dispatcher.ledger[key] = entry
         return dispatcher
 
     def unfinished(self) -> list[tuple[str, Status, dict[str, Any]]]:
@@ -247,7 +302,11 @@ class Dispatcher:
         """Drop the oldest settled requests beyond ``keep`` entries (bounded memory); returns how many.
         Redeliveries older than that are no longer recognised (the ingest dedup still drops their
         events)."""
-        settled = [k for k, e in self.ledger.items() if e.status in ("sent", "failed", "suppressed")]
+        settled = [
+            k
+            for k, e in self.ledger.items()
+            if e.status in ("sent", "failed", "suppressed") and e.receipt != "pending"
+        ]
         excess = max(0, len(self.ledger) - keep)
         for key in settled[:excess]:
             del self.ledger[key]

@@ -61,6 +61,8 @@ from streams.sink import source_message
 log = structlog.get_logger("herald.dispatch")
 
 AdapterFactory = Callable[[], Mapping[str, ProviderAdapter]]
+RECEIPT_FIRST_MS = 500  # first status poll after a send; then doubling, at most every 30 s
+RECEIPT_PATIENCE_MS = 10 * 60_000  # no receipt by then: the outcome stays unknown
 
 
 @dataclass
@@ -72,6 +74,7 @@ class DispatchTotals:
     sent: int = 0
     failed: int = 0
     resumed: int = 0
+    receipts: int = 0
     dead_letters: int = 0
     batches: int = 0
     by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -125,6 +128,7 @@ class DispatchAgent:
         self.assigned: set[int] = set()
         self._restore: set[int] = set()  # assigned, state not read yet
         self._timers: list[tuple[int, str, str]] = []  # (due ms, tenant, request id)
+        self._receipts: list[tuple[int, str, str, int]] = []  # (due ms, tenant, request id, polls so far)
         self._resume: list[tuple[str, str]] = []  # (tenant, request id) in flight at the last owner's end
         self.totals = DispatchTotals()
         self.crashed: BaseException | None = None
@@ -162,6 +166,8 @@ class DispatchAgent:
             "sent": t.sent,
             "failed": t.failed,
             "resumed": t.resumed,
+            "receipts": t.receipts,
+            "receipts_waiting": len(self._receipts),
             "dead_letters": t.dead_letters,
             "breakers": {k: b.state_at(self._clock()) for k, b in sorted(self.breakers.items())},
             "alerts_published": len(self.alerts_published),
@@ -183,6 +189,8 @@ class DispatchAgent:
             self.partition_of.pop(tenant, None)
         self._timers = [t for t in self._timers if t[1] in self.tenants]
         heapq.heapify(self._timers)
+        self._receipts = [r for r in self._receipts if r[1] in self.tenants]
+        heapq.heapify(self._receipts)
         self._resume = [r for r in self._resume if r[0] in self.tenants]
         log.info("dispatch.partitions_revoked", partitions=sorted(gone))
 
@@ -242,6 +250,8 @@ class DispatchAgent:
                 for tenant, data in latest.items():
                     dispatcher = Dispatcher.restore(self.loaded, data, self.breakers)
                     self.tenants[tenant], self.partition_of[tenant] = dispatcher, partition
+                    for request_id, *_rest in dispatcher.pending_receipts():
+                        heapq.heappush(self._receipts, (0, tenant, request_id, 0))
                     for request_id, status, _record in dispatcher.unfinished():
                         if status == "sending":
                             self._resume.append((tenant, request_id))
@@ -318,6 +328,7 @@ class DispatchAgent:
                 self.totals.resumed += 1
                 attempts.append((tenant, attempt, dispatcher.ledger[request_id].record))
         self._resume = []
+        await self._poll_receipts(adapters, touched)
         if not touched and not attempts and not last:
             return
         self._write_state(touched)
@@ -395,6 +406,40 @@ class DispatchAgent:
             self.totals.deferred += 1
             heapq.heappush(self._timers, (step.defer_until_ms, tenant, str(record["request_id"])))
 
+    async def _poll_receipts(self, adapters: Mapping[str, ProviderAdapter], touched: set[str]) -> None:
+        """Ask the providers about the sends whose receipt is due; DELIVERED or FAILED when they know,
+        ask again later (backing off) while they do not, give up after RECEIPT_PATIENCE_MS."""
+        now_ms = int(self._clock() * 1000)
+        due: list[tuple[int, str, str, int]] = []
+        while self._receipts and self._receipts[0][0] <= now_ms and len(due) < 500:
+            due.append(heapq.heappop(self._receipts))
+        if not due:
+            return
+
+        async def one(tenant: str, request_id: str, tries: int) -> None:
+            dispatcher = self.tenants.get(tenant)
+            pending = dispatcher.pending_receipts_of(request_id) if dispatcher else None
+            if dispatcher is None or pending is None:
+                return
+            provider, message_id, sent_ms = pending
+            poll = getattr(adapters.get(provider), "status", None)  # providers with delivery receipts
+            status = await poll(message_id) if poll is not None else None
+            now = int(self._clock() * 1000)
+            if status in ("delivered", "failed"):
+                step = dispatcher.receipt(request_id, status == "delivered", now)
+                for event in step.events:
+                    self._emitter.emit(event)
+                    self.totals.receipts += 1
+                touched.add(tenant)
+            elif now - sent_ms > RECEIPT_PATIENCE_MS:
+                dispatcher.receipt_expired(request_id)
+                touched.add(tenant)
+            else:
+                backoff = min(RECEIPT_FIRST_MS * 2 ** (tries + 1), 30_000)
+                heapq.heappush(self._receipts, (now + backoff, tenant, request_id, tries + 1))
+
+        await asyncio.gather(*(one(tenant, rid, tries) for _due, tenant, rid, tries in due))
+
     async def _send(
         self,
         tenant: str,
@@ -405,13 +450,19 @@ class DispatchAgent:
     ) -> None:
         dispatcher = self.tenants[tenant]
         while attempt is not None:
-            result = await call_provider(adapters.get(attempt.provider), attempt, record)
-            step = dispatcher.outcome(attempt, result, int(self._clock() * 1000))
+            adapter = adapters.get(attempt.provider)
+            result = await call_provider(adapter, attempt, record)
+            now_ms = int(self._clock() * 1000)
+            step = dispatcher.outcome(attempt, result, now_ms, receipts=hasattr(adapter, "status"))
             touched.add(tenant)
             for event in step.events:
                 self._emitter.emit(event)
                 if event["event_type"] == "SENT":
                     self.totals.sent += 1
+                    if dispatcher.pending_receipts_of(attempt.request_id):
+                        heapq.heappush(
+                            self._receipts, (now_ms + RECEIPT_FIRST_MS, tenant, attempt.request_id, 0)
+                        )
                 elif event["event_type"] == "FAILED" and step.attempt is None:
                     self.totals.failed += 1
             attempt = step.attempt  # type: ignore[assignment]  # the one failover retry, or None

@@ -117,13 +117,22 @@ def test_limits_hold_exactly_and_a_second_agent_continues_from_the_state_topic(
     wait(
         lambda: second.totals.suppressed >= 20 and second.totals.sent == BUDGET - 15, "the budget to run out"
     )
+    wait(lambda: second.status()["receipts_waiting"] == 0, "the SMS delivery receipts")
     time.sleep(1.0)
     second.stop()
 
-    events = lifecycle(settings, kafka_bootstrap, 45 * 2 + BUDGET)
+    sms_sent = sum(1 for i in range(45) if i % 2)  # requests(...) alternates EMAIL, SMS
+    events = lifecycle(settings, kafka_bootstrap, 45 * 2 + BUDGET + min(sms_sent, BUDGET // 2))
     by_type = Counter(e["event_type"] for e in events)
     assert by_type["REQUESTED"] == 45  # the 5 repeated request ids were not decided again
     assert by_type["SENT"] == BUDGET  # a budget of B sends exactly B, across the handover
+    sent_sms = {
+        e["notification_id"]: e for e in events if e["event_type"] == "SENT" and e["channel"] == "SMS"
+    }
+    delivered = [e for e in events if e["event_type"] == "DELIVERED"]
+    # the SMS API's delivery receipts, polled, also for sends the first agent left waiting
+    assert sorted(e["notification_id"] for e in delivered) == sorted(sent_sms)
+    assert all(e["sent_at"] == sent_sms[e["notification_id"]]["occurred_at"] for e in delivered)
     suppressed = [e for e in events if e["event_type"] == "SUPPRESSED"]
     assert len(suppressed) == 45 - BUDGET
     assert {e["reason"] for e in suppressed} == {"budget_exhausted.campaign.messages_total"}

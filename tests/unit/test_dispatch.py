@@ -168,3 +168,35 @@ def test_an_expired_request_is_suppressed_and_state_survives_pickling(loaded: Lo
 
 def test_docstring_examples_run() -> None:
     assert doctest.testmod(dispatch.core).failed == 0
+
+
+def test_a_delivery_receipt_becomes_delivered_once_with_latency_and_sent_at_and_survives_a_snapshot(
+    loaded: LoadedPolicy,
+) -> None:
+    d = Dispatcher(loaded)
+    step = d.decide(request(1), T0)
+    assert step.attempt is not None
+    sent = d.outcome(step.attempt, ok("sms-a"), T0 + 10, receipts=True)
+    assert types([sent]) == ["SENT"] and d.pending_receipts() == [("req-1", "sms-a", "m-1", T0 + 10)]
+    restored = Dispatcher.restore(loaded, d.snapshot())  # a new owner keeps waiting for it
+    assert restored.pending_receipts() == d.pending_receipts()
+    delivered = restored.receipt("req-1", True, T0 + 2_010)
+    (event,) = delivered.events
+    assert (event["event_type"], event["provider"], event["latency_ms"]) == ("DELIVERED", "sms-a", 2_000)
+    assert event["sent_at"] == datetime.fromtimestamp((T0 + 10) / 1000, UTC)
+    assert contract_violations(event, datetime.fromtimestamp(T0 / 1000, UTC)) == []
+    assert restored.receipt("req-1", True, T0 + 3_000) == Step() and restored.pending_receipts() == []
+    assert restored.decide(request(1), T0 + 4_000).events == []  # the ledger came along too
+
+    other = Dispatcher(loaded)
+    attempt = other.decide(request(2), T0).attempt
+    assert attempt is not None
+    other.outcome(attempt, ok("sms-a"), T0 + 10, receipts=True)
+    (failed,) = other.receipt("req-2", False, T0 + 500, "carrier rejected").events
+    assert failed["event_type"] == "FAILED" and failed["error"]["error_class"] == "rejected"
+    assert failed["sent_at"] is not None
+    no_receipts = Dispatcher(loaded)
+    attempt = no_receipts.decide(request(3), T0).attempt
+    assert attempt is not None
+    no_receipts.outcome(attempt, ok("mail-a"), T0 + 10)
+    assert no_receipts.pending_receipts() == []
