@@ -104,6 +104,13 @@ class Dispatcher:
         """A new policy version: decisions from now on carry it; counters and breakers carry over."""
         self.loaded = loaded
 
+    def avoid(self, channel: str, provider: str, why: str) -> None:
+        """Route this tenant's ``channel`` traffic around ``provider`` while another can take it."""
+        self.state.avoid[f"{channel.lower()}:{provider}"] = why
+
+    def unavoid(self, channel: str, provider: str) -> None:
+        self.state.avoid.pop(f"{channel.lower()}:{provider}", None)
+
     def status(self, request_id: str) -> Status | None:
         entry = self.ledger.get(request_id)
         return entry.status if entry else None
@@ -268,15 +275,20 @@ class Dispatcher:
             )
             for key, e in self.ledger.items()
         }  # fmt: skip
-        return STATE_FORMAT + zlib.compress(pickle.dumps((self.state.rates, self.state.budgets, ledger)), 3)
+        state = (self.state.rates, self.state.budgets, ledger, self.state.avoid)
+        return STATE_FORMAT + zlib.compress(pickle.dumps(state), 3)
 
     @classmethod
     def restore(cls, loaded: LoadedPolicy, data: bytes, breakers: dict[str, Any] | None = None) -> Dispatcher:
         """The dispatcher a snapshot describes, sharing ``breakers`` (the worker's) if given."""
         if not data.startswith(STATE_FORMAT):
             raise ValueError("not a dispatcher snapshot")
-        rates, budgets, ledger = pickle.loads(zlib.decompress(data[len(STATE_FORMAT) :]))  # our own topic
-        dispatcher = cls(loaded, DispatchState(rates, budgets, breakers if breakers is not None else {}))
+        rates, budgets, ledger, avoid = pickle.loads(
+            zlib.decompress(data[len(STATE_FORMAT) :])
+        )  # our own topic
+        dispatcher = cls(
+            loaded, DispatchState(rates, budgets, breakers if breakers is not None else {}, avoid)
+        )
         for key, (status, attempts, tried, record, message_id, sent_ms, receipt) in ledger.items():
             entry = _Entry(
                 record or {"request_id": key}, status, attempts, tuple(tried), message_id, sent_ms, receipt

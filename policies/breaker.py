@@ -271,8 +271,12 @@ def choose_provider(
     now: float,
     *,
     reserve: bool = True,
+    avoid: Mapping[str, str] | None = None,
 ) -> Route | None:
     """The first provider in order whose breaker lets a request through; ``None`` if none does.
+
+    Providers in ``avoid`` (name -> why) are passed over while a later one can take the request,
+    and used only when none can (avoiding is a preference; an open breaker is not).
 
     A provider without a breaker has no bad news and counts as healthy. With ``reserve`` a
     half-open breaker's probe slot is taken (use ``reserve=False`` to ask without committing).
@@ -285,19 +289,31 @@ def choose_provider(
     Route(provider='smtp-secondary', reason='failover: smtp-primary open', failover=True)
     >>> choose_provider(["smtp-primary", "smtp-secondary"], {"smtp-primary": down}, 31.0).reason
     'probe: smtp-primary half_open'
+    >>> choose_provider(["sms-a", "sms-b"], {}, 0.0, avoid={"sms-a": "SLA breach"}).reason
+    'failover: sms-a avoided (SLA breach)'
     """
-    skipped: list[str] = []
-    for provider in ordered_providers:
-        breaker = breakers.get(provider)
-        if breaker is None:
-            healthy, state = True, "closed"
-        else:
-            state = breaker.state_at(now)
-            healthy = breaker.allow_request(now) if reserve else breaker.would_allow(now)
-        if healthy:
-            if skipped:
-                return Route(provider, "failover: " + ", ".join(skipped), True)
-            reason = "primary" if state == "closed" else f"probe: {provider} {state}"
-            return Route(provider, reason, False)
-        skipped.append(f"{provider} {state}" if state == "open" else f"{provider} probes busy")
+    avoid = avoid or {}
+    passes = (
+        [[p for p in ordered_providers if p not in avoid], list(ordered_providers)]
+        if avoid
+        else [list(ordered_providers)]
+    )
+    for candidates in passes:  # avoided providers only once nobody else can take the request
+        skipped: list[str] = []
+        for provider in ordered_providers:
+            if provider not in candidates:
+                skipped.append(f"{provider} avoided ({avoid[provider]})")
+                continue
+            breaker = breakers.get(provider)
+            if breaker is None:
+                healthy, state = True, "closed"
+            else:
+                state = breaker.state_at(now)
+                healthy = breaker.allow_request(now) if reserve else breaker.would_allow(now)
+            if healthy:
+                if skipped:
+                    return Route(provider, "failover: " + ", ".join(skipped), True)
+                reason = "primary" if state == "closed" else f"probe: {provider} {state}"
+                return Route(provider, reason, False)
+            skipped.append(f"{provider} {state}" if state == "open" else f"{provider} probes busy")
     return None

@@ -292,6 +292,9 @@ class DispatchState:
     rates: dict[str, RateState] = field(default_factory=dict)
     budgets: dict[str, BudgetState] = field(default_factory=dict)
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    avoid: dict[str, str] = field(default_factory=dict)
+    """``"<channel>:<provider>"`` -> why this tenant's traffic avoids it (an SLA breach it caused):
+    skipped like an open breaker while another provider can take the message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +343,8 @@ def evaluate_dispatch(
     }
     for breaker in breakers.values():
         breaker.settings = policy.breaker  # a new policy version applies to existing breakers too
-    route = choose_provider(providers, breakers, now, reserve=False)
+    avoided = {p: why for p in providers if (why := state.avoid.get(f"{channel}:{p}"))}
+    route = choose_provider(providers, breakers, now, reserve=False, avoid=avoided)
     cost = policy.price(channel, route.provider if route else providers[0]).price_micros
     scopes = [(f"tenant:{request.tenant}", tenant.rate, tenant.budget)]
     if request.campaign_id is not None:
@@ -370,7 +374,7 @@ def evaluate_dispatch(
     if deferrals:
         latest = max(deferrals, key=lambda d: d.until)
         return Decision("defer", f"rate_limited.{latest.window}", version, defer_until=latest.until)
-    route = choose_provider(providers, breakers, now, reserve=True)
+    route = choose_provider(providers, breakers, now, reserve=True, avoid=avoided)
     assert route is not None  # same state and time as the peek above
     alerts_out: list[tuple[str, BudgetAlert]] = []
     paused: list[str] = []

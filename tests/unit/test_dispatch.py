@@ -200,3 +200,20 @@ def test_a_delivery_receipt_becomes_delivered_once_with_latency_and_sent_at_and_
     assert attempt is not None
     no_receipts.outcome(attempt, ok("mail-a"), T0 + 10)
     assert no_receipts.pending_receipts() == []
+
+
+def test_a_provider_avoided_for_a_tenant_is_passed_over_with_the_reason_until_it_is_cleared(
+    loaded: LoadedPolicy,
+) -> None:
+    """An SLA breach caused by sms-a makes this tenant's SMS go to sms-b (routed.failover, explained);
+    the avoidance survives a snapshot; cleared, sms-a is first again."""
+    d = Dispatcher(loaded)
+    d.avoid("SMS", "sms-a", "SLA breach sms 99%/30s")
+    step = d.decide(request(1), T0)
+    assert step.attempt is not None and step.attempt.provider == "sms-b"
+    assert step.decision is not None and step.decision.reason == "routed.failover"
+    assert step.decision.detail == "failover: sms-a avoided (SLA breach sms 99%/30s)"
+    restored = Dispatcher.restore(loaded, d.snapshot())
+    assert restored.decide(request(2), T0).attempt.provider == "sms-b"  # type: ignore[union-attr]
+    restored.unavoid("SMS", "sms-a")
+    assert restored.decide(request(3), T0).attempt.provider == "sms-a"  # type: ignore[union-attr]
