@@ -207,3 +207,48 @@ def alert_record(
         "policy_version": policy_version,
         "detail": change.detail or None,
     }
+
+
+def sla_alert_record(
+    *,
+    alert_id: str,
+    status: Status,
+    tenant: str,
+    channel: str,
+    cause: str,
+    good_ratio: float,
+    target: float,
+    burn: float,
+    factor: float,
+    opened_ms: int,
+    at_ms: int,
+    detail: str,
+    links: tuple[str, str],
+    policy_version: str,
+) -> dict[str, Any]:
+    """The alerts-topic record of an SLA breach (a page burn-rate rule firing) of one tenant's channel
+    objective. ``provider`` is the provider that caused it ('' when none stands out): the dispatch
+    agents route that tenant's traffic around it until the RESOLVED record."""
+    dashboard_base, runbook_base = links
+    query = urlencode({"tenant": tenant, "channel": channel.upper(), "range": "6h"})
+    return {
+        "alert_id": alert_id,
+        "status": status,
+        "tenant_id": tenant,
+        "channel": channel.upper(),
+        "provider": cause,
+        "metric": f"sla.{channel.lower()}",
+        "kind": "breach",
+        "severity": "critical",
+        "observed": good_ratio,
+        "expected": target,
+        "score": min(1.0, burn / (2 * factor)) if factor else 1.0,
+        "window_start": opened_ms,
+        "window_end": at_ms,
+        "first_seen": opened_ms,
+        "emitted_at": at_ms,
+        "dashboard_url": f"{dashboard_base.rstrip('/')}/dashboard?{query}",
+        "runbook_url": runbook_url("sla.breach", runbook_base),
+        "policy_version": policy_version,
+        "detail": detail,
+    }

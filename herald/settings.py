@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     alert_resolve_after_minutes: int = Field(
         5, ge=1, le=240, description="Consecutive normal minutes that resolve an open alert."
     )
+    sla_check_s: float = Field(60.0, gt=0, le=3600, description="How often the monitor evaluates the SLAs.")
     monitor_interval_s: float = Field(
         1.0, gt=0, le=60, description="How often the monitor looks for closed minutes."
     )

@@ -38,7 +38,9 @@ __all__ = [
     "evaluate_sla",
     "is_good",
     "merge_counts",
+    "paging_burn",
     "prune_counts",
+    "sla_cause",
 ]
 
 Severity = Literal["none", "ticket", "page"]
@@ -207,3 +209,34 @@ def evaluate_sla(
         severity,
         whole.total,
     )
+
+
+def paging_burn(status: SlaStatus) -> BurnRate | None:
+    """The firing page-severity burn-rate rule (the budget is burning fast now), if any. An exhausted
+    budget alone does not page here: it is a ticket for the people who own the objective."""
+    return next((b for b in status.burn_rates if b.firing and b.rule.severity == "page"), None)
+
+
+def sla_cause(per_provider: Mapping[str, SlaCounts], objective: SlaObjective) -> str | None:
+    """The provider that caused a burn: the one with the most bad messages, when its error ratio is
+    above the allowed one and at least twice that of the other providers together.
+
+    >>> from policies.models import SlaObjective
+    >>> o = SlaObjective(channel="sms", target=0.99, latency_ms=30_000)
+    >>> sla_cause({"sms-a": SlaCounts(40, 100), "sms-b": SlaCounts(99, 100)}, o)
+    'sms-a'
+    >>> sla_cause({"sms-a": SlaCounts(80, 100), "sms-b": SlaCounts(79, 100)}, o) is None  # both bad
+    True
+    """
+    if not per_provider:
+        return None
+    worst = max(per_provider, key=lambda p: (per_provider[p].bad, p))
+    mine = per_provider[worst]
+    if mine.total == 0 or mine.bad / mine.total <= 1.0 - objective.target:
+        return None
+    rest = SlaCounts()
+    for provider, counts in per_provider.items():
+        if provider != worst:
+            rest = rest + counts
+    rest_ratio = rest.bad / rest.total if rest.total else 0.0
+    return worst if mine.bad / mine.total >= 2 * rest_ratio else None

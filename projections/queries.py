@@ -526,3 +526,44 @@ def _iso(value: datetime) -> str:
 def _number(value: Any) -> float | None:
     """A float as JSON: NaN (a quantile with no values in range) and infinities become None."""
     return None if value is None or not math.isfinite(float(value)) else float(value)
+
+
+_SLA_BY_PROVIDER_SQL = """
+SELECT send_provider, count() AS total, countIf(on_time) AS good
+FROM (
+    SELECT notification_id,
+           countIf(event_type = 'SENT') > 0 AS was_sent,
+           if(was_sent, minIf(occurred_at, event_type = 'SENT'),
+              minIf(occurred_at, event_type = 'FAILED')) AS send_time,
+           if(was_sent, argMinIf(provider, occurred_at, event_type = 'SENT'),
+              argMaxIf(provider, occurred_at, event_type = 'FAILED')) AS send_provider,
+           was_sent AND countIf(event_type = 'DELIVERED' AND latency_ms <= {latency_ms:UInt64}) > 0 AS on_time
+    FROM events
+    WHERE tenant_id = {tenant:String} AND channel = {channel:String}
+      AND event_type IN ('SENT', 'FAILED', 'DELIVERED')
+      AND occurred_at >= {lookback:DateTime64(3, 'UTC')}
+    GROUP BY notification_id
+    HAVING was_sent OR countIf(event_type = 'FAILED') > 0
+)
+WHERE send_time >= {start:DateTime64(3, 'UTC')} AND send_time < {end:DateTime64(3, 'UTC')}
+GROUP BY send_provider
+"""
+
+
+def sla_counts_by_provider(
+    warehouse: Warehouse, tenant: str, channel: str, latency_ms: int, start: datetime, end: datetime
+) -> dict[str, SlaCounts]:
+    """:func:`sla_counts` per provider instead of per minute (the provider of the send: its SENT, or
+    for a send-time failure its last FAILED): which provider spends a tenant's error budget."""
+    params = {
+        "tenant": tenant,
+        "channel": channel.upper(),
+        "latency_ms": latency_ms,
+        "lookback": start - SLA_LOOKBACK,
+        "start": start,
+        "end": end,
+    }
+    return {
+        str(provider): SlaCounts(good=int(good), total=int(total))
+        for provider, total, good in warehouse.rows(_SLA_BY_PROVIDER_SQL, params)
+    }

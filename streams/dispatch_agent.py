@@ -33,6 +33,7 @@ import hashlib
 import heapq
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -137,10 +138,23 @@ class DispatchAgent:
         self._alert_codec = AvroCodec.for_contract("alert_event")
         self._switched: dict[str, tuple[str, int]] = {}  # breaker key -> (open alert id, opened at ms)
         self._pending_alerts: list[dict[str, Any]] = []  # budget thresholds crossed in this batch
+        # SLA breaches the monitor attributed to a provider: tenant -> {"<channel>:<provider>": why}.
+        # Read from the alerts topic from its beginning (a group of this process alone), so every
+        # worker knows them whichever tenants it owns now or later.
+        self._sla_avoid: dict[str, dict[str, str]] = {}
+        self._alerts_reader = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"herald-dispatch-sla-{settings.worker_name}-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
         self.alerts_published: list[dict[str, Any]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
+        self._alerts_reader.subscribe([self._topics.alerts])
         self._consumer.subscribe(
             [self._topics.dispatch_requests],
             on_assign=self._on_assign,
@@ -202,6 +216,7 @@ class DispatchAgent:
             log.exception("dispatch.crashed")
         finally:
             self._consumer.close()
+            self._alerts_reader.close()
             self._emitter.close()
             self._dead_letters.close()
             self._state_producer.flush(10)
@@ -211,6 +226,7 @@ class DispatchAgent:
         try:
             while not self._stop.is_set():
                 messages = self._consumer.consume(self._batch_max, timeout=0.05)
+                self._read_sla_alerts()
                 if self._restore:
                     self._load_state()
                 await self._batch(messages, adapters)
@@ -249,6 +265,7 @@ class DispatchAgent:
                             position = max(position, (m.offset() or 0) + 1)
                 for tenant, data in latest.items():
                     dispatcher = Dispatcher.restore(self.loaded, data, self.breakers)
+                    dispatcher.state.avoid = dict(self._sla_avoid.get(tenant, {}))  # the alerts topic rules
                     self.tenants[tenant], self.partition_of[tenant] = dispatcher, partition
                     for request_id, *_rest in dispatcher.pending_receipts():
                         heapq.heappush(self._receipts, (0, tenant, request_id, 0))
@@ -266,8 +283,31 @@ class DispatchAgent:
         if dispatcher is None:
             dispatcher = self.tenants[tenant] = Dispatcher(self.loaded)
             dispatcher.state.breakers = self.breakers
+            dispatcher.state.avoid = dict(self._sla_avoid.get(tenant, {}))
         self.partition_of[tenant] = partition
         return dispatcher
+
+    def _read_sla_alerts(self) -> None:
+        """Apply SLA breach alerts that name a provider: that tenant avoids it until RESOLVED."""
+        for m in self._alerts_reader.consume(500, timeout=0):
+            value = m.value()
+            if m.error() is not None or value is None:
+                continue
+            try:
+                alert = self._alert_codec.decode(value)
+            except DecodeError:
+                continue
+            if not str(alert["metric"]).startswith("sla.") or not alert["provider"]:
+                continue
+            tenant, key = alert["tenant_id"], f"{str(alert['channel']).lower()}:{alert['provider']}"
+            avoided = self._sla_avoid.setdefault(tenant, {})
+            if alert["status"] == "OPENED":
+                avoided[key] = f"SLA breach {alert['alert_id']}"
+            else:
+                avoided.pop(key, None)
+            if tenant in self.tenants:
+                self.tenants[tenant].state.avoid = dict(avoided)
+            log.warning("dispatch.sla_route", tenant=tenant, avoid=sorted(avoided), status=alert["status"])
 
     def _write_state(self, tenants: set[str]) -> None:
         for tenant in tenants:

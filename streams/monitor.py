@@ -22,6 +22,7 @@ are deterministic): at-least-once on the topic, folded to once in the table (Rep
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import threading
 import time
@@ -29,15 +30,19 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from analytics.alerting import MINUTE_MS, AlertChange, AlertPolicy, SeriesKey, alert_record
+from analytics.alerting import MINUTE_MS, AlertChange, AlertPolicy, SeriesKey, alert_record, sla_alert_record
 from analytics.monitor import AlertMonitor, MinuteCounts, MonitorConfig
 from herald.settings import Settings
+from policies.loader import LoadedPolicy
+from policies.models import SlaObjective
+from policies.sla import evaluate_sla, paging_burn, sla_cause
+from projections import queries
 from projections.rows import ALERT_COLUMNS, alert_row
 from projections.warehouse import Warehouse
 from schemas.codec import AvroCodec
@@ -110,8 +115,11 @@ class AlertMonitorService:
         warehouse: Warehouse,
         links: AlertLinks,
         clock: Callable[[], float] = time.time,
+        policy: LoadedPolicy | None = None,
     ) -> None:
         self.settings = settings
+        self.policy = policy
+        self._next_sla_check = 0.0
         self.warehouse = warehouse
         self.links = links
         self.config = monitor_config(settings)
@@ -216,6 +224,9 @@ class AlertMonitorService:
                     continue
                 try:
                     self.step()
+                    if self.policy is not None and self._clock() >= self._next_sla_check:
+                        self._next_sla_check = self._clock() + self.settings.sla_check_s
+                        self.check_slas()
                     self.last_error = None
                 except Exception as exc:  # the warehouse or broker may be briefly away: retry next step
                     self.last_error = f"{type(exc).__name__}: {exc}"
@@ -305,6 +316,80 @@ class AlertMonitorService:
                 float(p95) if n_lat else None, int(n_lat),
             )  # fmt: skip
         return by_minute
+
+    # -- SLAs -----------------------------------------------------------------------------------
+    def check_slas(self) -> list[dict[str, Any]]:
+        """Evaluate every tenant's SLA objectives now (wall clock: receipts arrive in real time); a
+        page burn-rate rule that starts firing opens an SLA alert naming the provider that caused it
+        (the dispatch agents then route around it for that tenant), one that stops resolves it."""
+        monitor, policy = self.monitor, self.policy
+        if monitor is None or policy is None:
+            return []
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        opened: dict[str, tuple[str, int, str]] = monitor.__dict__.setdefault("sla_open", {})
+        records = [
+            record
+            for tenant, tenant_policy in policy.policy.tenants.items()
+            for objective in tenant_policy.slas
+            if (record := self._judge_sla(tenant, objective, now, opened, policy.version)) is not None
+        ]
+        if records:
+            for record in records:
+                log.warning(
+                    "monitor.sla", status=record["status"], tenant=record["tenant_id"],
+                    channel=record["channel"], cause=record["provider"], detail=record["detail"],
+                )  # fmt: skip
+            self._pending_records.extend(records)
+            self._flush_pending()
+            self._dirty = True
+            self._checkpoint(force=True)
+        return records
+
+    def _judge_sla(
+        self,
+        tenant: str,
+        objective: SlaObjective,
+        now: datetime,
+        opened: dict[str, tuple[str, int, str]],
+        version: str,
+    ) -> dict[str, Any] | None:
+        until = queries.sla_judged_until(now, objective)
+        start, end = queries.sla_range(objective, until)
+        latency, channel = objective.latency_ms, objective.channel
+        counts = queries.sla_counts(self.warehouse, tenant, channel, latency, start, end)
+        status = evaluate_sla(tenant, objective, counts, until.timestamp() - 1)
+        burn = paging_burn(status)
+        key, now_ms = f"{tenant}:{channel}", int(now.timestamp() * 1000)
+        common: dict[str, Any] = {
+            "tenant": tenant, "channel": channel, "good_ratio": status.good_ratio, "target": objective.target,
+            "at_ms": now_ms, "links": (self.links.dashboard_base, self.links.runbook_base),
+            "policy_version": version,
+        }  # fmt: skip
+        if burn is not None and key not in opened:
+            since = until - timedelta(minutes=burn.rule.short_minutes)
+            per_provider = queries.sla_counts_by_provider(
+                self.warehouse, tenant, channel, latency, since, until
+            )
+            cause = sla_cause(per_provider, objective) or ""
+            alert_id = hashlib.sha256(f"sla|{key}|{now_ms // 60_000}".encode()).hexdigest()[:20]
+            opened[key] = (alert_id, now_ms, cause)
+            detail = (
+                f"{objective.target:.2%} within {latency} ms: burning {burn.long_burn:.1f}x over "
+                f"{burn.rule.long_minutes} min and {burn.short_burn:.1f}x over {burn.rule.short_minutes} min"
+                + (f"; caused by {cause}: {tenant}'s {channel} traffic avoids it" if cause else "")
+            )
+            return sla_alert_record(
+                alert_id=alert_id, status="OPENED", cause=cause, burn=burn.long_burn, factor=burn.rule.factor,
+                opened_ms=now_ms, detail=detail, **common,
+            )  # fmt: skip
+        if burn is None and key in opened:
+            alert_id, opened_ms, cause = opened.pop(key)
+            detail = f"burn rates back under the page factors; good ratio {status.good_ratio:.2%}"
+            return sla_alert_record(
+                alert_id=alert_id, status="RESOLVED", cause=cause, burn=0.0, factor=1.0, opened_ms=opened_ms,
+                detail=detail, **common,
+            )  # fmt: skip
+        return None
 
     # -- publishing -----------------------------------------------------------------------------
     def _queue(self, changes: list[AlertChange]) -> None:

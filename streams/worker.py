@@ -94,7 +94,7 @@ class Agents:
         public = (settings.public_url or api_url).rstrip("/")
         links = AlertLinks(public, settings.runbook_base_url or public + LOCAL_RUNBOOK_BASE)
         if settings.alerts_enabled:
-            self.monitor = AlertMonitorService(settings, bootstrap, warehouse, links)
+            self.monitor = AlertMonitorService(settings, bootstrap, warehouse, links, policy=policy)
             self.monitor.start()
         if endpoints is not None:
             timeout = settings.provider_timeout_s
