@@ -231,6 +231,7 @@ def run_traffic_demo(
         columns, rows = query_endpoint(stack.worker.api, TENANT_SUMMARY)
         alert_columns, alert_rows = query_endpoint(stack.worker.api, ALERTS_REPORT)
         alert_changes = topic_size(stack.bootstrap, settings.topics.alerts)
+        warehouse_events = int(stack.sql_scalar("SELECT count() FROM events"))
         dispatch = None
         if with_dispatch:  # send requests through the worker's dispatch agent; kill the primaries
             from dispatch.drill import DrillPlan, drill_on_stack
@@ -246,7 +247,7 @@ def run_traffic_demo(
             "produced": summary.events,
             "invalid": summary.invalid,
             "notifications": summary.notifications,
-            "warehouse_events": int(stack.sql_scalar("SELECT count() FROM events")),
+            "warehouse_events": warehouse_events,
             "dlq": topic_size(stack.bootstrap, settings.topics.dead_letter),
             "duplicates": int(stack.sql_scalar("SELECT sum(duplicates) FROM ingest_batches")),
             "alert_changes_on_topic": alert_changes,
