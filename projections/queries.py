@@ -7,19 +7,21 @@ with ``sum(...) ... GROUP BY`` (its latency sketches with ``quantilesTDigestMerg
 not in the rollup and come from ``events``. A tenant of None means every tenant (global callers only;
 the API checks that).
 Alerts are read from the ``alerts_current`` view (one row per alert, duplicates of a monitor restart
-folded), never from ``alerts`` directly. SLA counts come from ``events`` per notification (see
-:func:`sla_counts` and docs/warehouse.md, "SLA measurement").
+folded), never from ``alerts`` alone: the view has no ``detail``, so provider switches and budget alerts
+join it with their detail read from ``alerts`` FINAL grouped per alert. SLA counts come from ``events``
+per notification (see :func:`sla_counts` and docs/warehouse.md, "SLA measurement").
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from policies.models import SlaObjective
+from policies.models import BudgetSpec, GuardrailsPolicy, SlaObjective
 from policies.sla import DEFAULT_RULES, BurnRateRule, SlaCounts, evaluate_sla
 from projections.warehouse import Warehouse
 
@@ -567,3 +569,363 @@ def sla_counts_by_provider(
         str(provider): SlaCounts(good=int(good), total=int(total))
         for provider, total, good in warehouse.rows(_SLA_BY_PROVIDER_SQL, params)
     }
+
+
+# -- dispatch: the failover timeline and budget use (docs/dispatch.md) ----------------------------------
+
+ROUTED_REASONS: dict[str, str] = {
+    "primary": "routed.primary",
+    "failover": "routed.failover",
+    "probe": "routed.probe",
+    "retry_failover": "routed.retry_failover",
+}
+"""DISPATCHED reasons of the dispatcher's routing decisions (dispatch/core.py), by the name they are
+counted under. ``primary``, ``failover`` and ``probe`` are first attempts; ``retry_failover`` is the one
+failover retry of a failed first attempt (the same message: not a new one)."""
+FIRST_ATTEMPTS = ("primary", "failover", "probe")
+DISPATCH_LOOKBACK = timedelta(days=1)
+"""How far before a failover range its DISPATCHED events are read, so a FAILED inside the range whose
+attempt was dispatched before it is still known as one of the dispatcher's."""
+MAX_SWITCHES = 500
+BUDGET_CAMPAIGN_DAYS = 30
+"""A campaign of a tenant is listed under budgets when the tenant has events of it this recent."""
+MAX_BUDGET_ALERTS = 100
+BUDGET_DIMENSIONS: tuple[tuple[str, str, str, str], ...] = (
+    # (dimension as in reasons and alerts, BudgetSpec field, period, unit)
+    ("messages_per_day", "messages_per_day", "day", "messages"),
+    ("messages_total", "messages_total", "total", "messages"),
+    ("money_per_day", "money_micros_per_day", "day", "micros"),
+    ("money_total", "money_micros_total", "total", "micros"),
+)
+"""The dimensions of a budget: named as policies.limits.Budget names them in SUPPRESSED reasons
+(``budget_exhausted.<scope>.<dimension>``) and alert metrics (``budget.<dimension>``)."""
+_ROUTED_SQL = ", ".join(f"'{r}'" for r in ROUTED_REASONS.values())  # constants, never request text
+_DISPATCH_COUNTS_SQL = ", ".join(f"countIf(reason = '{r}')" for r in ROUTED_REASONS.values())
+_DETAILED_ALERT_COLUMNS = (
+    "alert_id",
+    "channel",
+    "provider",
+    "metric",
+    "kind",
+    "severity",
+    "observed",
+    "expected",
+    "first_seen",
+    "resolved_at",
+    "detail",
+    "resolved_detail",
+    "runbook_url",
+    "dashboard_url",
+)
+_DETAILED_ALERTS_SQL = """
+SELECT c.alert_id, c.channel, c.provider, c.metric, c.kind, c.severity, c.observed, c.expected,
+       c.first_seen, c.resolved_at, d.opened_detail, d.resolved_detail, c.runbook_url, c.dashboard_url
+FROM alerts_current AS c
+LEFT JOIN (
+    SELECT alert_id,
+           argMinIf(detail, emitted_at, status = 'OPENED') AS opened_detail,
+           argMaxIf(detail, emitted_at, status = 'RESOLVED') AS resolved_detail
+    FROM alerts FINAL
+    WHERE tenant_id = {tenant:String} AND $METRIC
+    GROUP BY alert_id
+) AS d ON d.alert_id = c.alert_id
+WHERE c.tenant_id = {tenant:String} AND $WHERE
+ORDER BY c.first_seen DESC, c.alert_id
+LIMIT {limit:UInt32}
+"""
+
+
+def failover(
+    warehouse: Warehouse, tenant: str, filters: Filters, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """The tenant's dispatch decisions per bucket and provider, and the provider switches of the range.
+
+    ``series``: one entry per bucket and provider with the tenant's DISPATCHED events by reason
+    (``primary``, ``failover``, ``probe``, ``retry_failover``; see ROUTED_REASONS), ``first_attempts``
+    (primary + failover + probe) and its FAILED events by ``error_class`` (``failed``, ``failed_total``).
+    Only the dispatcher's own traffic counts: DISPATCHED with another reason (events of another
+    dispatcher) are left out, and so is a FAILED of a notification without a routed DISPATCHED in the
+    range or the DISPATCH_LOOKBACK before it. ``providers``: the same counts per provider over the
+    range; ``totals``: over the range, with ``failover_share`` = failover / first_attempts (None
+    without first attempts): the share of new messages that went to a failover provider.
+
+    ``switches``: the provider-health alerts (a provider's circuit breaker opened: traffic failed over;
+    resolved when it closed: failback). Breakers are shared by every tenant, so these are the global
+    rows (tenant ``*``), shown to every tenant; in the range when [first_seen, resolved_at] overlaps
+    [from, to) (an open one lasts until ``now``), filtered by channel and provider, oldest first, at most
+    MAX_SWITCHES (the newest; ``switches_truncated`` says so).
+    """
+    fn = _BUCKET_FN[filters.bucket]
+    where, params = _where(tenant, filters, "occurred_at")
+    counts = warehouse.rows(
+        f"SELECT {fn}(occurred_at) AS bucket, provider, {_DISPATCH_COUNTS_SQL} FROM events "
+        f"WHERE {where} AND event_type = 'DISPATCHED' AND reason IN ({_ROUTED_SQL}) "
+        "GROUP BY bucket, provider ORDER BY bucket, provider",
+        params,
+    )
+    failures = warehouse.rows(
+        f"SELECT {fn}(occurred_at) AS bucket, provider, error_class, count() FROM events "
+        f"WHERE {where} AND event_type = 'FAILED' AND notification_id IN ("
+        "SELECT notification_id FROM events WHERE tenant_id = {tenant:String} "
+        f"AND event_type = 'DISPATCHED' AND reason IN ({_ROUTED_SQL}) "
+        "AND occurred_at >= {lookback:DateTime64(3, 'UTC')} AND occurred_at < {end:DateTime64(3, 'UTC')}) "
+        "GROUP BY bucket, provider, error_class ORDER BY bucket, provider, error_class",
+        {**params, "lookback": filters.start - DISPATCH_LOOKBACK},
+    )
+    points: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def point(bucket: Any, provider: Any) -> dict[str, Any]:
+        key = (_iso(bucket), str(provider))
+        if key not in points:
+            points[key] = {"bucket": key[0], "provider": key[1], **_dispatch_counts()}
+        return points[key]
+
+    for bucket, provider, *by_reason in counts:
+        p = point(bucket, provider)
+        for name, value in zip(ROUTED_REASONS, by_reason, strict=True):
+            p[name] = int(value)
+        p["first_attempts"] = sum(p[name] for name in FIRST_ATTEMPTS)
+    for bucket, provider, error_class, failed in failures:
+        p = point(bucket, provider)
+        p["failed"][str(error_class)] = int(failed)
+        p["failed_total"] += int(failed)
+    series = [points[k] for k in sorted(points)]
+    per_provider: dict[str, dict[str, Any]] = {}
+    totals = _dispatch_counts()
+    for p in series:
+        provider = per_provider.setdefault(p["provider"], {"provider": p["provider"], **_dispatch_counts()})
+        for into in (provider, totals):
+            _add_counts(into, p)
+    totals["failover_share"] = rate(totals["failover"], totals["first_attempts"])
+    switches, truncated = _provider_switches(warehouse, filters, now or datetime.now(UTC))
+    return _answer(
+        tenant,
+        filters,
+        series=series,
+        providers=[per_provider[k] for k in sorted(per_provider)],
+        totals=totals,
+        switches=switches,
+        switches_truncated=truncated,
+    )
+
+
+def _dispatch_counts() -> dict[str, Any]:
+    return {**dict.fromkeys(ROUTED_REASONS, 0), "first_attempts": 0, "failed_total": 0, "failed": {}}
+
+
+def _add_counts(into: dict[str, Any], point: dict[str, Any]) -> None:
+    for name in (*ROUTED_REASONS, "first_attempts", "failed_total"):
+        into[name] += point[name]
+    for error_class, failed in point["failed"].items():
+        into["failed"][error_class] = into["failed"].get(error_class, 0) + failed
+
+
+def _provider_switches(
+    warehouse: Warehouse, filters: Filters, now: datetime
+) -> tuple[list[dict[str, Any]], bool]:
+    clauses = [
+        "c.metric = 'provider_health'",
+        "c.first_seen < {end:DateTime64(3, 'UTC')}",
+        "coalesce(c.resolved_at, {now:DateTime64(3, 'UTC')}) >= {start:DateTime64(3, 'UTC')}",
+    ]
+    params: dict[str, Any] = {"start": filters.start, "end": filters.end, "now": now}
+    for column, value in (("channel", filters.channel), ("provider", filters.provider)):
+        if value is not None:  # column names are constants, values parameters
+            clauses.append(f"c.{column} = {{{column}:String}}")
+            params[column] = value
+    found = _detailed_alerts(warehouse, "*", "metric = 'provider_health'", clauses, params, MAX_SWITCHES + 1)
+    return found[:MAX_SWITCHES][::-1], len(found) > MAX_SWITCHES
+
+
+def _detailed_alerts(
+    warehouse: Warehouse,
+    tenant: str,
+    metric_where: str,
+    clauses: list[str],
+    params: dict[str, Any],
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Alerts of alerts_current, newest first, with the ``detail`` of their OPENED row and of their
+    RESOLVED row (``resolved_detail``; the view has no detail column, so it is read from ``alerts``
+    FINAL, one value per alert however often a restarted monitor wrote the row)."""
+    sql = _DETAILED_ALERTS_SQL.replace("$METRIC", metric_where).replace("$WHERE", " AND ".join(clauses))
+    found = []
+    for row in warehouse.rows(sql, {**params, "tenant": tenant, "limit": limit}):
+        alert = dict(zip(_DETAILED_ALERT_COLUMNS, row, strict=True))
+        for name in ("observed", "expected"):
+            alert[name] = _number(alert[name])
+        for name in ("first_seen", "resolved_at"):
+            alert[name] = None if alert[name] is None else _iso(alert[name])
+        resolved = alert["resolved_at"] is not None
+        alert["detail"] = alert["detail"] or None
+        alert["resolved_detail"] = (alert["resolved_detail"] or None) if resolved else None
+        found.append(
+            {"alert_id": alert.pop("alert_id"), "status": "resolved" if resolved else "open", **alert}
+        )
+    return found
+
+
+@dataclass(slots=True)
+class BudgetUse:
+    """What one tenant's events of one campaign (``""``: transactional) used, measured in the warehouse:
+    messages (first-attempt DISPATCHED; the failover retry is the same message) and money (cost_micros
+    of SENT) of the UTC day and in total, and its budget_exhausted SUPPRESSED (under the loaded policy
+    version) per reason, of the day and in total."""
+
+    messages_today: int = 0
+    messages_total: int = 0
+    micros_today: int = 0
+    micros_total: int = 0
+    suppressed_today: dict[str, int] = field(default_factory=dict)
+    suppressed_total: dict[str, int] = field(default_factory=dict)
+
+
+def budgets(
+    warehouse: Warehouse, tenant: str, policy: GuardrailsPolicy, policy_version: str, now: datetime
+) -> dict[str, Any]:
+    """The tenant's budget use against ``policy`` as of ``now``: :func:`budget_report` over the UTC day
+    of ``now`` and the campaigns of the last BUDGET_CAMPAIGN_DAYS, with the budget alerts of that time."""
+    now = now.astimezone(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    since = now - timedelta(days=BUDGET_CAMPAIGN_DAYS)
+    campaigns = recent_campaigns(warehouse, tenant, since)
+    use = budget_use(warehouse, tenant, day, policy_version)
+    return {
+        "tenant": tenant,
+        "policy_version": policy_version,
+        "as_of": now.isoformat(),
+        "day": day.date().isoformat(),
+        "campaigns_since": since.isoformat(),
+        "scopes": budget_report(tenant, policy, campaigns, use),
+        "alerts": budget_alerts(warehouse, tenant, since),
+    }
+
+
+def budget_use(warehouse: Warehouse, tenant: str, day: datetime, policy_version: str) -> dict[str, BudgetUse]:
+    """Per campaign_id of the tenant's events (all of them; ``""`` for transactional messages): the use
+    of the UTC ``day`` (its midnight) and in total. Suppressions count only under ``policy_version``: a
+    policy that raised a limit resumes the scope, so an older version's suppressions say no more.
+    """
+    params = {"tenant": tenant, "day": day, "next_day": day + timedelta(days=1), "version": policy_version}
+    today = "occurred_at >= {day:DateTime64(3, 'UTC')} AND occurred_at < {next_day:DateTime64(3, 'UTC')}"
+    use: dict[str, BudgetUse] = {}
+    for campaign, messages_today, messages_total, micros_today, micros_total in warehouse.rows(
+        f"SELECT campaign_id, countIf(event_type = 'DISPATCHED' AND {today}), "
+        "countIf(event_type = 'DISPATCHED'), "
+        f"sumIf(coalesce(cost_micros, 0), event_type = 'SENT' AND {today}), "
+        "sumIf(coalesce(cost_micros, 0), event_type = 'SENT') "
+        "FROM events WHERE tenant_id = {tenant:String} "
+        f"AND ((event_type = 'DISPATCHED' AND reason != '{ROUTED_REASONS['retry_failover']}') "
+        "OR event_type = 'SENT') GROUP BY campaign_id",
+        params,
+    ):
+        use[str(campaign)] = BudgetUse(
+            int(messages_today), int(messages_total), int(micros_today or 0), int(micros_total or 0)
+        )
+    for campaign, reason, suppressed_today, suppressed_total in warehouse.rows(
+        f"SELECT campaign_id, reason, countIf({today}), count() FROM events "
+        "WHERE tenant_id = {tenant:String} AND event_type = 'SUPPRESSED' "
+        "AND startsWith(reason, 'budget_exhausted.') AND policy_version = {version:String} "
+        "GROUP BY campaign_id, reason",
+        params,
+    ):
+        entry = use.setdefault(str(campaign), BudgetUse())
+        if suppressed_today:
+            entry.suppressed_today[str(reason)] = int(suppressed_today)
+        entry.suppressed_total[str(reason)] = int(suppressed_total)
+    return use
+
+
+def recent_campaigns(warehouse: Warehouse, tenant: str, since: datetime) -> list[str]:
+    """The campaign ids of the tenant's events since ``since``, sorted."""
+    return [
+        str(c)
+        for (c,) in warehouse.rows(
+            "SELECT DISTINCT campaign_id FROM events WHERE tenant_id = {tenant:String} "
+            "AND occurred_at >= {since:DateTime64(3, 'UTC')} AND campaign_id != '' ORDER BY campaign_id",
+            {"tenant": tenant, "since": since},
+        )
+    ]
+
+
+def budget_alerts(warehouse: Warehouse, tenant: str, since: datetime) -> list[dict[str, Any]]:
+    """The tenant's budget alerts (metric ``budget.<dimension>``) first seen since ``since``, newest
+    first, at most MAX_BUDGET_ALERTS, each with the ``scope`` its detail names (``campaign:<id>``,
+    ``tenant:<id>``; None if the detail does not say) and its ``dimension``."""
+    clauses = ["startsWith(c.metric, 'budget.')", "c.first_seen >= {since:DateTime64(3, 'UTC')}"]
+    found = _detailed_alerts(
+        warehouse, tenant, "startsWith(metric, 'budget.')", clauses, {"since": since}, MAX_BUDGET_ALERTS
+    )
+    for alert in found:
+        detail = alert["detail"] or ""
+        alert["scope"] = detail.split(" used ", 1)[0] if " used " in detail else None
+        alert["dimension"] = alert["metric"].removeprefix("budget.")
+    return found
+
+
+def budget_report(
+    tenant: str,
+    policy: GuardrailsPolicy,
+    campaigns: list[str],
+    use: dict[str, BudgetUse],
+) -> list[dict[str, Any]]:
+    """One entry per budget scope of the tenant: its own budget (``tenants.<tenant>.budget``) and that of
+    each of ``campaigns`` (``campaigns.<id>.budget``, else ``campaign_defaults.budget``); scopes
+    without a budget are left out. Per limited dimension: ``limit``, ``used`` (today's for per-day
+    dimensions), ``fraction`` = used / limit (1 for a limit of 0), ``suppressed`` (budget_exhausted
+    SUPPRESSED of the dimension in its period) and ``paused`` (fraction >= 1 or suppressed). The scope is
+    ``paused`` when any dimension is. Pure.
+    """
+    scopes: list[tuple[str, str, str, BudgetSpec | None, list[BudgetUse]]] = [
+        ("tenant", tenant, f"tenants.{tenant}.budget", policy.tenant(tenant).budget, list(use.values()))
+    ]
+    for campaign in campaigns:
+        path = f"campaigns.{campaign}.budget" if campaign in policy.campaigns else "campaign_defaults.budget"
+        scopes.append(
+            ("campaign", campaign, path, policy.campaign(campaign).budget, [use.get(campaign, BudgetUse())])
+        )
+    report = []
+    for kind, scope_id, path, spec, uses in scopes:
+        if spec is None:
+            continue
+        measured = {
+            "messages_per_day": sum(u.messages_today for u in uses),
+            "messages_total": sum(u.messages_total for u in uses),
+            "money_per_day": sum(u.micros_today for u in uses),
+            "money_total": sum(u.micros_total for u in uses),
+        }
+        dimensions = []
+        for dimension, spec_field, period, unit in BUDGET_DIMENSIONS:
+            limit: int | None = getattr(spec, spec_field)
+            if limit is None:
+                continue
+            reason = f"budget_exhausted.{kind}.{dimension}"
+            counts = [u.suppressed_today if period == "day" else u.suppressed_total for u in uses]
+            suppressed = sum(c.get(reason, 0) for c in counts)
+            used = measured[dimension]
+            fraction = used / limit if limit else 1.0
+            dimensions.append(
+                {
+                    "dimension": dimension,
+                    "period": period,
+                    "unit": unit,
+                    "limit": limit,
+                    "used": used,
+                    "fraction": fraction,
+                    "suppressed": suppressed,
+                    "paused": fraction >= 1.0 or suppressed > 0,
+                }
+            )
+        report.append(
+            {
+                "scope": kind,
+                "id": scope_id,
+                "key": f"{kind}:{scope_id}",
+                "policy_path": path,
+                "currency": spec.currency,
+                "alert_thresholds": list(spec.alert_thresholds),
+                "paused": any(d["paused"] for d in dimensions),
+                "dimensions": dimensions,
+            }
+        )
+    return report

@@ -3,7 +3,9 @@
 Every endpoint needs an API key (see web/auth.py): a tenant-scoped key reads only its own tenant and
 gets 403, with no data, for any other; a global (operator/admin) key reads every tenant. Without a
 keys file every endpoint answers 503. ``/api/v1/alerts`` spans every tenant and so needs a global key.
-``/api/v1/tenants/{tenant}/sla`` also needs the guardrails policy (its SLA objectives): 503 without.
+``/api/v1/tenants/{tenant}/sla`` and ``/budgets`` also need the guardrails policy (SLA objectives, budget
+limits): 503 without. ``/failover`` shows every tenant the provider switches (global alerts, tenant ``*``)
+alongside its own dispatch decisions.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the dependency aliases defined inside
@@ -50,16 +52,57 @@ SLA_DESCRIPTION = """One entry per SLA objective of the tenant in the loaded gua
 
 Sends of the last ``latency_ms`` are not judged yet (they may still be delivered in time): ``to`` is
 ``as_of`` less ``latency_ms``, floored to the minute. Times are UTC."""
+FAILOVER_DESCRIPTION = f"""The dispatcher's routing decisions for the tenant over ``[from, to)``
+(docs/dispatch.md), and the provider switches of that range. Filters as for the other tenant endpoints.
+
+- ``series``: one entry per ``bucket`` and ``provider`` (a bucket without dispatch traffic has no
+  entry) with the tenant's DISPATCHED events by reason: ``primary`` (routed.primary), ``failover``
+  (routed.failover: a provider ahead in the order was open or avoided), ``probe`` (routed.probe: the
+  first provider is half-open and this message tests it), ``retry_failover`` (routed.retry_failover:
+  the one retry of a failed first attempt, the same message); ``first_attempts`` = primary + failover +
+  probe; ``failed`` (FAILED events by ``error_class``) and ``failed_total``. Only the dispatcher's
+  traffic counts: DISPATCHED with another reason is left out, and so is a FAILED of a notification
+  without a routed DISPATCHED in the range or the {queries.DISPATCH_LOOKBACK.days} day before it.
+- ``providers``: the same counts per provider over the range; ``totals``: over the range, with
+  ``failover_share`` = failover / first_attempts (null without first attempts).
+- ``switches``: provider-health alerts (``metric`` provider_health): a provider's circuit breaker
+  opened (traffic fails over) and, once ``resolved_at`` is set, closed again (failback). Breakers are
+  shared by every tenant, so these are global (tenant ``*``) and every tenant sees them. Each has
+  ``first_seen``, ``resolved_at`` (null while open), ``status``, ``channel``, ``provider``, ``detail``
+  (the breaker's transition and why) and ``resolved_detail``; in the range when [first_seen,
+  resolved_at] overlaps [from, to), filtered by ``channel`` and ``provider``, oldest first, at most
+  {queries.MAX_SWITCHES} (the newest; ``switches_truncated`` is true then)."""
+BUDGETS_DESCRIPTION = f"""Budget use of the tenant against the loaded guardrails policy (503 without
+one). ``scopes``: the tenant's own budget (``tenants.<tenant>.budget``; ``scope`` tenant) and each campaign
+the tenant has events of in the last {queries.BUDGET_CAMPAIGN_DAYS} days (``scope`` campaign; its
+``campaigns.<id>.budget``, else ``campaign_defaults.budget``: ``policy_path`` says which); scopes
+without a budget are left out (``{{"scopes": []}}`` when none has one). ``channel``, ``provider`` and
+the time range play no part: budgets span every channel.
+
+Per dimension with a limit in the policy (``messages_per_day``, ``messages_total``, ``money_per_day``,
+``money_total``; ``period`` day (the UTC day of ``as_of``) or total; ``unit`` messages or micros of
+``currency``): ``limit``; ``used`` measured from the warehouse: messages = the scope's first-attempt
+DISPATCHED events (reason other than routed.retry_failover: a retry is the same message), money =
+sum of ``cost_micros`` of its SENT events (what providers billed); ``fraction`` = used / limit (1 for a
+limit of 0); ``suppressed``: SUPPRESSED events with reason ``budget_exhausted.<scope>.<dimension>``
+under the loaded policy version in the period (a policy that raises a limit is a new version and
+resumes the scope); ``paused`` when fraction >= 1 or suppressed > 0. A scope is ``paused`` when any of
+its dimensions is. The dispatcher charges at the chosen provider's price when it routes; the money
+measured here is what SENT events billed, so the two differ by the sends that failed.
+
+``alerts``: the tenant's budget alerts (``metric`` budget.<dimension>; 80 % and 100 % thresholds)
+first seen in the last {queries.BUDGET_CAMPAIGN_DAYS} days, newest first, each with its ``scope``
+(``tenant:<id>`` or ``campaign:<id>``, as the scopes' ``key``), ``dimension`` and ``detail``."""
 
 
-def analytics_router(
+def analytics_router(  # noqa: PLR0915 - one short nested function per endpoint
     warehouse: Warehouse,
     auth: ApiAuth,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     policy: LoadedPolicy | None = None,
 ) -> APIRouter:
     """The /api/v1 router over ``warehouse``, guarded by ``auth``; ``clock`` defaults the time range;
-    ``policy`` holds the tenants' SLA objectives (None: the SLA endpoint answers 503)."""
+    ``policy`` holds the tenants' SLA objectives and budgets (None: /sla and /budgets answer 503)."""
     router = APIRouter(prefix="/api/v1", tags=["analytics"])
     Caller = Annotated[Principal, Depends(auth.principal)]  # noqa: N806 - a type alias, named as one
 
@@ -192,6 +235,24 @@ def analytics_router(
             "as_of": now.isoformat(),
             "objectives": objectives,
         }
+
+    @router.get(
+        "/tenants/{tenant}/failover",
+        summary="Failover timeline: first attempts per provider and reason, failures, provider switches",
+        description=FAILOVER_DESCRIPTION,
+    )
+    def failover(tenant: Tenant, f: Filter) -> dict[str, Any]:
+        return queries.failover(warehouse, tenant, f, now=clock())
+
+    @router.get(
+        "/tenants/{tenant}/budgets",
+        summary="Budget use per scope (tenant, campaigns): used, limit, fraction, paused; budget alerts",
+        description=BUDGETS_DESCRIPTION,
+    )
+    def budgets(tenant: Tenant) -> dict[str, Any]:
+        if policy is None:
+            raise HTTPException(status_code=503, detail=NO_POLICY)
+        return queries.budgets(warehouse, tenant, policy.policy, policy.version, clock())
 
     @router.get(
         "/alerts",

@@ -37,6 +37,8 @@ PANEL_RUNBOOKS: dict[str, str] = {
     "latency": "latency_p95.spike",
     "providers": "provider.error_rate_high",
     "sla": "sla.breach",
+    "failover": "provider.outage",  # a provider's breaker opened: where its traffic went, and why
+    "budgets": "budget.exhausted",
 }
 """Dashboard panel -> RUNBOOKS key of the alert that most often sends on-call to that panel, or an
 INDEX_SECTIONS key."""

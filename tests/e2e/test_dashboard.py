@@ -144,7 +144,7 @@ def check_channel_filter(page: Page, api: str, ops: str) -> None:
 
 
 def check_runbook_links(page: Page, api: str) -> None:
-    for panel in ("alerts", "delivery", "engagement", "latency", "providers", "sla"):
+    for panel in ("alerts", "delivery", "engagement", "latency", "providers", "failover", "sla", "budgets"):
         href = page.get_by_test_id(f"runbook-{panel}").get_attribute("href") or ""
         path, _, anchor = href.partition("#")
         response = page.request.get(api + path)
@@ -171,6 +171,43 @@ def check_sla_panel(page: Page) -> None:
             assert card.get_by_test_id(part).is_visible(), part
         assert card.get_by_test_id("sla-burn").count() == 4
         card.locator('[data-testid="sla-chart"] svg').wait_for(state="visible", timeout=WAIT_MS)
+
+
+def check_dispatch_panels(page: Page) -> None:
+    """Failover: the simulated traffic has no dispatcher decisions, so the panel shows its empty state.
+    Budgets: one row per scope the API gives tenant A (its own budget from the bundled policy first,
+    then its campaigns), each with a bar per limited dimension and its paused/active state."""
+    failover = page.get_by_test_id("panel-failover")
+    assert failover.is_visible()
+    failover.locator('[data-testid="chart-failover"] svg').wait_for(state="visible", timeout=WAIT_MS)
+    assert failover.locator("svg text.empty").text_content() == "No dispatch traffic in this range"
+    assert page.get_by_test_id("failover-empty").inner_text() == "No dispatch traffic in this range"
+    assert shown(page, "failover-first-attempts") == "0"
+    budgets = page.get_by_test_id("panel-budgets")
+    assert budgets.is_visible()
+    rows = budgets.get_by_test_id("budget-scope")
+    rows.first.wait_for(state="visible", timeout=WAIT_MS)
+    scopes = page.evaluate(
+        """() => fetch(`/api/v1/tenants/acme-home/budgets`,
+                  {headers: {"X-Api-Key": localStorage.getItem("herald.apiKey")}})
+                 .then(r => r.json()).then(b => b.scopes.map(s => [s.key, s.paused, s.dimensions.length]))"""
+    )
+    assert scopes[0][0] == f"tenant:{A}"
+    assert (
+        rows.evaluate_all(
+            "rs => rs.map(r => [r.dataset.scope, r.dataset.paused === 'true', "
+            "r.querySelectorAll('[data-testid=\"budget-dimension\"]').length])"
+        )
+        == scopes
+    )
+    tenant = rows.first
+    assert tenant.get_by_test_id("budget-title").inner_text() == f"Tenant {A}"
+    money = tenant.locator('[data-testid="budget-dimension"][data-dimension="money_per_day"]')
+    assert money.is_visible() and "/ 2,000.00 USD" in money.get_by_test_id("budget-use").inner_text()
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        paused = row.get_attribute("data-paused") == "true"
+        assert row.get_by_test_id("budget-state").inner_text().lower() == ("paused" if paused else "active")
 
 
 def opened_alert(
@@ -366,6 +403,7 @@ def test_dashboard_shows_warehouse_numbers_live_and_only_the_keys_tenant(
     check_channel_filter(page, worker.api, keys.ops)
     check_runbook_links(page, worker.api)
     check_sla_panel(page)
+    check_dispatch_panels(page)
 
     # Alerts open and resolve while the page is open (the open one's row written twice, as after a
     # monitor restart): the live refresh shows each once, open first.

@@ -12,7 +12,7 @@
   const BUCKET_MS = { minute: 60e3, hour: 3600e3 };
   const COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#d97706"];
   const SVG_NS = "http://www.w3.org/2000/svg";
-  const PANELS = ["alerts", "delivery", "engagement", "latency", "providers", "sla"];
+  const PANELS = ["alerts", "delivery", "engagement", "latency", "providers", "failover", "sla", "budgets"];
   // Open and resolved alerts are asked for separately, so a long resolved history never pushes an
   // open alert out of the list.
   const ALERT_LIMITS = { open: 100, resolved: 50 };
@@ -133,11 +133,14 @@
 
   const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880].map((m) => m * 60e3);
 
-  /** Draw series [{name, points: [[ms, value|null]], dash?, markers?}] over [from, to] into container;
+  /** Draw series [{name, points: [[ms, value|null]], dash?, markers?, zeroDots?}] over [from, to] into
+   * container (zeroDots false: no dot on a zero, for counts that are mostly zero);
    * the y axis runs from yMin (default 0) to yMax (default the largest value); ``empty`` is shown when
-   * no series (reference lines aside) has a point. */
+   * no series (reference lines aside) has a point. ``bands`` [{start, end|null, label, open}] shade
+   * spans of time behind the lines (an end of null: still going), each with a line where it starts. */
   function lineChart(container, options) {
-    const { series, from, to, yFormat, yMax, yMin = 0, label, empty = "No events in this range" } = options;
+    const { series, from, to, yFormat, yMax, yMin = 0, label, empty = "No events in this range", bands = [] } =
+      options;
     container.textContent = "";
     const W = 560;
     const H = 220;
@@ -182,6 +185,15 @@
     svg("line", { x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b, class: "baseline" }, axis);
     svg("line", { x1: m.l, x2: m.l, y1: m.t, y2: H - m.b, class: "baseline" }, axis);
     svg("text", { x: 4, y: H - m.b + 16, "text-anchor": "start", class: "unit" }, axis).textContent = "UTC";
+    for (const b of bands) {
+      const start = Math.max(b.start, x0);
+      const end = Math.min(b.end === null ? x1 : b.end, x1);
+      if (end < x0 || start > x1) continue;
+      const g = svg("g", { class: `band${b.open ? " band-open" : ""}`, "data-testid": "switch-marker" }, root);
+      svg("rect", { x: px(start), y: m.t, width: Math.max(2, px(end) - px(start)), height: H - m.t - m.b }, g);
+      if (b.start >= x0) svg("line", { x1: px(b.start), x2: px(b.start), y1: m.t, y2: H - m.b }, g);
+      svg("title", {}, g).textContent = b.label;
+    }
 
     let drawn = 0;
     series.forEach((s, i) => {
@@ -208,7 +220,7 @@
       if (s.markers === false) return; // a reference line (a target): no points, not counted as data
       const points = s.points.filter((p) => p[1] !== null);
       if (points.length <= 240) {
-        for (const [t, v] of points) {
+        for (const [t, v] of points.filter((p) => s.zeroDots !== false || p[1] !== 0)) {
           const c = svg("circle", { cx: px(t).toFixed(1), cy: py(v).toFixed(1), r: 2.6, fill: color }, g);
           svg("title", {}, c).textContent = `${s.label || s.name} ${fmtStamp(new Date(t))}: ${yFormat(v, true)}`;
         }
@@ -610,7 +622,182 @@
     note.hidden = capped.length === 0;
   }
 
-  const LOAD = { alerts: loadAlerts, sla: (tenant) => api(`/api/v1/tenants/${tenant}/sla`) };
+  // ---------------------------------------------------------------- dispatch: failover and budgets
+
+  const NO_DISPATCH = "No dispatch traffic in this range";
+
+  function emptyRow(tbody, text, columns, testid) {
+    const row = document.createElement("tr");
+    const td = cell(row, text, "empty");
+    td.colSpan = columns;
+    td.dataset.testid = testid;
+    tbody.appendChild(row);
+  }
+
+  function renderFailover(body, span) {
+    const t = body.totals;
+    setValue("failover-first-attempts", fmtInt(t.first_attempts), t.first_attempts);
+    setValue("failover-share", fmtPct(t.failover_share), t.failover_share);
+    setValue("failover-retries", fmtInt(t.retry_failover), t.retry_failover);
+    setValue("failover-switches", fmtInt(body.switches.length), body.switches.length);
+    // One line per provider that took first attempts, zero in the buckets it took none.
+    const step = BUCKET_MS[span.bucket];
+    const buckets = [];
+    for (let b = Math.floor(span.from / step) * step; b < span.to; b += step) buckets.push(b);
+    const at = new Map(body.series.map((p) => [`${Date.parse(p.bucket)}|${p.provider}`, p.first_attempts]));
+    const series = body.providers
+      .filter((p) => p.first_attempts > 0)
+      .map((p) => ({
+        name: p.provider,
+        zeroDots: false,
+        points: buckets.map((b) => [b, at.get(`${b}|${p.provider}`) || 0]),
+      }));
+    const bands = body.switches.map((s) => ({
+      start: Date.parse(s.first_seen),
+      end: s.resolved_at === null ? null : Date.parse(s.resolved_at),
+      open: s.status === "open",
+      label: `${s.channel} ${s.provider} switched out ${fmtStamp(new Date(s.first_seen))} UTC: ${s.detail || ""}`,
+    }));
+    lineChart(testId("chart-failover"), {
+      ...span,
+      label: "First attempts per provider over time, with provider switches",
+      series,
+      bands,
+      yFormat: intAxis,
+      empty: NO_DISPATCH,
+    });
+
+    const tbody = testId("failover-table").querySelector("tbody");
+    tbody.textContent = "";
+    if (!body.providers.length) emptyRow(tbody, NO_DISPATCH, 7, "failover-empty");
+    for (const p of body.providers) {
+      const row = document.createElement("tr");
+      row.dataset.provider = p.provider;
+      cell(row, p.provider, "name");
+      cell(row, fmtInt(p.primary));
+      const failover = cell(row, fmtInt(p.failover));
+      if (p.failover > 0) failover.classList.add("warn");
+      cell(row, fmtInt(p.probe));
+      cell(row, fmtInt(p.retry_failover));
+      const failed = cell(row, fmtInt(p.failed_total));
+      if (p.failed_total > 0) failed.classList.add("bad");
+      const classes = Object.entries(p.failed).sort((a, b) => b[1] - a[1]);
+      cell(row, classes.map(([c, n]) => `${c || "(none)"} ×${n}`).join(", ") || "—", "classes");
+      tbody.appendChild(row);
+    }
+
+    const switches = testId("switches-table").querySelector("tbody");
+    switches.textContent = "";
+    if (!body.switches.length) emptyRow(switches, "No provider switches in this range", 6, "switches-empty");
+    for (const s of [...body.switches].reverse()) { // newest first, as the alerts panel
+      const row = document.createElement("tr");
+      row.dataset.testid = "switch-row";
+      row.dataset.alertId = s.alert_id;
+      row.dataset.status = s.status;
+      row.className = `alert-${s.status}`;
+      const badge = el("span", `badge ${s.status === "open" ? "sev-critical" : ""}`, s.status === "open" ? "out" : "back");
+      cell(row, "").appendChild(badge);
+      cell(row, `${s.channel} / ${s.provider}`, "name");
+      cell(row, `${fmtStamp(new Date(s.first_seen))} UTC`, "when");
+      const end = s.resolved_at === null ? Date.now() : Date.parse(s.resolved_at);
+      cell(row, s.resolved_at === null ? "still out" : `${fmtStamp(new Date(s.resolved_at))} UTC`, "when");
+      cell(row, fmtMs(end - Date.parse(s.first_seen)), "when");
+      cell(row, [s.detail, s.resolved_detail].filter(Boolean).join(" · ") || "—", "classes");
+      switches.appendChild(row);
+    }
+  }
+
+  const DIMENSIONS = {
+    messages_per_day: "Messages today",
+    messages_total: "Messages in total",
+    money_per_day: "Money today",
+    money_total: "Money in total",
+  };
+
+  /** Micros of a currency as money: 56190 -> "0.0562 USD", 150000000 -> "150.00 USD". */
+  function fmtMoney(micros, currency) {
+    const units = micros / 1e6;
+    const digits = units !== 0 && Math.abs(units) < 1 ? 4 : 2;
+    return `${units.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })} ${currency}`;
+  }
+
+  const useLevel = (fraction) => (fraction >= 1 ? "over" : fraction >= 0.8 ? "warn" : "ok");
+
+  function budgetDimension(d, currency) {
+    const level = useLevel(d.fraction);
+    const box = el("div", `budget-dim use-${level}`);
+    box.dataset.testid = "budget-dimension";
+    box.dataset.dimension = d.dimension;
+    box.dataset.fraction = String(d.fraction);
+    box.dataset.paused = String(d.paused);
+    const head = el("div", "budget-dim-head", undefined, box);
+    el("span", "kpi-label", DIMENSIONS[d.dimension] || d.dimension, head);
+    const amount = (v) => (d.unit === "micros" ? fmtMoney(v, currency) : fmtInt(v));
+    const text = `${amount(d.used)} / ${amount(d.limit)} · ${fmtPct(d.fraction, d.fraction < 0.001 && d.fraction > 0 ? 3 : 1)}`;
+    el("span", "budget-use", text, head).dataset.testid = "budget-use";
+    const bar = el("div", "bar", undefined, box);
+    bar.setAttribute("role", "meter");
+    bar.setAttribute("aria-label", `${DIMENSIONS[d.dimension] || d.dimension} used`);
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    bar.setAttribute("aria-valuenow", String(Math.round(Math.min(1, d.fraction) * 100)));
+    el("div", `fill use-${level}`, undefined, bar).style.width = `${Math.min(1, d.fraction) * 100}%`;
+    if (d.suppressed > 0) {
+      const when = d.period === "day" ? "today" : "so far";
+      el("span", "budget-suppressed", `${fmtInt(d.suppressed)} suppressed ${when}`, box);
+    }
+    return box;
+  }
+
+  function budgetScope(s) {
+    const row = el("article", `budget-scope${s.paused ? " budget-paused" : ""}`);
+    row.dataset.testid = "budget-scope";
+    row.dataset.scope = s.key;
+    row.dataset.paused = String(s.paused);
+    const head = el("header", "budget-scope-head", undefined, row);
+    el("h3", "", `${s.scope === "tenant" ? "Tenant" : "Campaign"} ${s.id}`, head).dataset.testid = "budget-title";
+    el("span", "kpi-sub", s.policy_path, head);
+    const state = el("span", `badge ${s.paused ? "sev-critical" : "budget-active"}`, s.paused ? "paused" : "active", head);
+    state.dataset.testid = "budget-state";
+    const dims = el("div", "budget-dims", undefined, row);
+    if (!s.dimensions.length) el("span", "kpi-sub", "no limits", dims);
+    for (const d of s.dimensions) dims.appendChild(budgetDimension(d, s.currency));
+    return row;
+  }
+
+  function renderBudgets(body) {
+    testId("budgets-note").textContent =
+      `UTC day ${body.day} · every channel · policy ${body.policy_version}`;
+    const list = testId("budget-list");
+    list.textContent = "";
+    if (!body.scopes.length) {
+      el("p", "sla-empty", "No budgets for this tenant", list).dataset.testid = "budgets-empty";
+    }
+    for (const s of body.scopes) list.appendChild(budgetScope(s));
+    const tbody = testId("budget-alerts-table").querySelector("tbody");
+    tbody.textContent = "";
+    if (!body.alerts.length) emptyRow(tbody, "No budget alerts in the last 30 days", 6, "budget-alerts-empty");
+    for (const a of body.alerts) {
+      const row = document.createElement("tr");
+      row.dataset.testid = "budget-alert-row";
+      row.dataset.alertId = a.alert_id;
+      row.className = a.kind === "exhausted" ? "alert-open" : "";
+      const sev = el("span", `badge sev-${a.severity}`, a.severity);
+      cell(row, "").appendChild(sev);
+      cell(row, `${DIMENSIONS[a.dimension] || a.dimension} ${a.kind}`, "name");
+      cell(row, a.scope || "—");
+      cell(row, `${fmtStamp(new Date(a.first_seen))} UTC`, "when");
+      cell(row, a.detail || "—", "classes");
+      link(cell(row, "", "links"), "Runbook", a.runbook_url, "budget-alert-runbook-link", true);
+      tbody.appendChild(row);
+    }
+  }
+
+  const LOAD = {
+    alerts: loadAlerts,
+    sla: (tenant) => api(`/api/v1/tenants/${tenant}/sla`),
+    budgets: (tenant) => api(`/api/v1/tenants/${tenant}/budgets`), // every channel, today and in total
+  };
 
   const RENDER = {
     alerts: renderAlerts,
@@ -618,7 +805,9 @@
     engagement: renderEngagement,
     latency: renderLatency,
     providers: renderProviders,
+    failover: renderFailover,
     sla: renderSla,
+    budgets: renderBudgets,
   };
 
   function panelFailed(name, message, info = false) {
@@ -638,7 +827,7 @@
       node.dataset.points = "0";
     }
     for (const node of panel.querySelectorAll("tbody")) node.textContent = "";
-    for (const node of panel.querySelectorAll(".sla-list, .panel-note")) node.textContent = "";
+    for (const node of panel.querySelectorAll(".sla-list, .budget-list, .panel-note")) node.textContent = "";
     for (const node of panel.querySelectorAll(".count")) node.hidden = true;
   }
 
