@@ -47,10 +47,12 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 from analytics.runbooks import runbook_url
+from experiments.definitions import LoadedExperiments, variant_for
 from policies.breaker import BreakerTransition
 from policies.limits import BudgetAlert, Decision, DispatchRequest, DispatchState, evaluate_dispatch
 from policies.loader import LoadedPolicy
 from policies.models import Priority
+from policies.segments import Segment
 from providers.base import SendResult
 
 SOURCE = "herald-dispatch"
@@ -99,6 +101,36 @@ class Dispatcher:
         self.loaded = loaded
         self.state = state or DispatchState()
         self.ledger: dict[str, _Entry] = {}
+        self.experiments: LoadedExperiments | None = None
+        self.segments: Mapping[str, Segment] = {}
+
+    def use_experiments(self, experiments: LoadedExperiments | None, segments: Mapping[str, Segment]) -> None:
+        """Assign routed requests to the running experiments on their tenant and template."""
+        self.experiments, self.segments = experiments, segments
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("experiments", "segments")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.experiments, self.segments = None, {}
+
+    def _expose(self, record: dict[str, Any], now_ms: int) -> None:
+        """The exposure: the first running experiment on this tenant and template that the recipient is
+        in sets the variant's template version and names experiment and variant on the record, so the
+        DISPATCHED event (and every later one) carries them. Sticky: assignment depends only on the
+        experiment's allocation and the recipient id."""
+        if self.experiments is None or record.get("experiment_id"):
+            return
+        recipient = record["recipient"]
+        for defn in self.experiments.definitions.values():
+            if defn.tenant != record["tenant_id"] or defn.template != record.get("template_id"):
+                continue
+            variant = variant_for(defn, str(recipient["id"]), recipient, None, now_ms, self.segments)
+            if variant is not None:
+                spec = next(v for v in defn.variants if v.name == variant)
+                record.update(experiment_id=defn.id, variant=variant, template_version=spec.template_version)
+                return
 
     def use_policy(self, loaded: LoadedPolicy) -> None:
         """A new policy version: decisions from now on carry it; counters and breakers carry over."""
@@ -144,6 +176,7 @@ class Dispatcher:
             assert decision.defer_until is not None
             return Step(events, defer_until_ms=int(decision.defer_until * 1000), decision=decision)
         assert decision.provider is not None
+        self._expose(entry.record, now_ms)
         attempt = self._dispatch(entry, decision.provider, decision.failover, now_ms)
         events.append(self._dispatched(entry, attempt, decision.reason, decision.policy_version))
         return Step(events, attempt, decision=decision)
@@ -353,8 +386,8 @@ def _event(
         "template_version": record.get("template_version"),
         "campaign_id": record.get("campaign_id"),
         "campaign_step": record.get("campaign_step"),
-        "experiment_id": None,
-        "variant": None,
+        "experiment_id": record.get("experiment_id"),
+        "variant": record.get("variant"),
         "recipient": {k: recipient.get(k) for k in ("id", "kind", "tier", "role", "language", "country")},
         "latency_ms": None,
         "cost_micros": None,

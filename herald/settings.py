@@ -78,6 +78,14 @@ class Settings(BaseSettings):
         description="JSON/YAML naming the delivery providers' endpoints ({endpoints: {name: {channel, host, "
         "port, url}}}, e.g. the local providers' ready file); unset = no dispatch agent in this worker.",
     )
+    experiments_file: Path | None = Field(
+        None,
+        description="Experiments YAML (policies/examples/experiments.yaml) dispatch assigns; unset = none.",
+    )
+    segments_file: Path | None = Field(
+        None,
+        description="Segments YAML the experiments target; unset = policies/examples/segments.yaml.",
+    )
     provider_timeout_s: float = Field(5.0, gt=0, le=120, description="Timeout of one provider call.")
     alerts_enabled: bool = Field(
         True, description="Run the alert monitor (one worker of the group leads it)."
@@ -123,6 +131,11 @@ class Settings(BaseSettings):
     @property
     def warehouse(self) -> str:
         return self.warehouse_dsn or f"chdb://{(self.data_dir / 'warehouse').resolve()}"
+
+    @property
+    def segments(self) -> Path:
+        """The segments file to load: ``segments_file``, else the bundled example."""
+        return self.segments_file or BUNDLED_GUARDRAILS.with_name("segments.yaml")
 
     @property
     def guardrails(self) -> Path:

@@ -45,10 +45,12 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from dispatch.core import Attempt, Dispatcher, Step, budget_alert, switch_alert
 from dispatch.service import call_provider
+from experiments.definitions import LoadedExperiments
 from herald.errors import DecodeError
 from herald.settings import Settings
 from policies.breaker import CircuitBreaker
 from policies.loader import LoadedPolicy
+from policies.segments import Segment
 from projections.rows import ALERT_COLUMNS, alert_row
 from projections.warehouse import Warehouse
 from providers.base import ProviderAdapter
@@ -93,6 +95,7 @@ class DispatchAgent:
         ledger_keep: int = 20_000,
         clock: Callable[[], float] = time.time,
         warehouse: Warehouse | None = None,
+        experiments: tuple[LoadedExperiments, Mapping[str, Segment]] | None = None,
         links: tuple[str, str] = ("http://127.0.0.1:8740", "http://127.0.0.1:8740/dashboard/"),
     ) -> None:
         self.settings = settings
@@ -134,6 +137,7 @@ class DispatchAgent:
         self.totals = DispatchTotals()
         self.crashed: BaseException | None = None
         self._warehouse = warehouse
+        self._experiments = experiments
         self._links = links
         self._alert_codec = AvroCodec.for_contract("alert_event")
         self._switched: dict[str, tuple[str, int]] = {}  # breaker key -> (open alert id, opened at ms)
@@ -266,6 +270,8 @@ class DispatchAgent:
                 for tenant, data in latest.items():
                     dispatcher = Dispatcher.restore(self.loaded, data, self.breakers)
                     dispatcher.state.avoid = dict(self._sla_avoid.get(tenant, {}))  # the alerts topic rules
+                    if self._experiments is not None:
+                        dispatcher.use_experiments(*self._experiments)
                     self.tenants[tenant], self.partition_of[tenant] = dispatcher, partition
                     for request_id, *_rest in dispatcher.pending_receipts():
                         heapq.heappush(self._receipts, (0, tenant, request_id, 0))
@@ -284,6 +290,8 @@ class DispatchAgent:
             dispatcher = self.tenants[tenant] = Dispatcher(self.loaded)
             dispatcher.state.breakers = self.breakers
             dispatcher.state.avoid = dict(self._sla_avoid.get(tenant, {}))
+            if self._experiments is not None:
+                dispatcher.use_experiments(*self._experiments)
         self.partition_of[tenant] = partition
         return dispatcher
 

@@ -14,9 +14,11 @@ from typing import Any
 import faust
 import structlog
 
+from experiments.definitions import LoadedExperiments, load_experiments
 from herald.errors import WarehouseError
 from herald.settings import Settings, mask_dsn
 from policies.loader import LoadedPolicy, load_policy
+from policies.segments import Segment, load_segments
 from projections.migrate import migrate
 from projections.warehouse import Warehouse
 from projections.writer import IngestWriter
@@ -90,6 +92,7 @@ class Agents:
         policy: LoadedPolicy,
         endpoints: dict[str, dict[str, Any]] | None,
         api_url: str,
+        experiments: tuple[LoadedExperiments, dict[str, Segment]] | None = None,
     ) -> None:
         public = (settings.public_url or api_url).rstrip("/")
         links = AlertLinks(public, settings.runbook_base_url or public + LOCAL_RUNBOOK_BASE)
@@ -100,7 +103,7 @@ class Agents:
             timeout = settings.provider_timeout_s
             self.dispatch = DispatchAgent(
                 settings, bootstrap, policy, lambda: adapters_for(endpoints, timeout), warehouse=warehouse,
-                links=(links.dashboard_base, links.runbook_base),
+                links=(links.dashboard_base, links.runbook_base), experiments=experiments,
             )  # fmt: skip
             self.dispatch.start()
 
@@ -115,6 +118,10 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     keys = load_key_ring(settings.api_keys_file)  # a bad keys file stops the worker before it starts
     policy = load_policy(settings.guardrails)  # so does a bad policy (PolicyError: file: field: reason)
     endpoints = load_endpoints(settings.providers_file) if settings.providers_file else None  # and endpoints
+    experiments = None  # and experiments, validated against the segments they target
+    if settings.experiments_file is not None:
+        segments = load_segments(settings.segments)
+        experiments = (load_experiments(settings.experiments_file, segments), segments)
     warehouse = open_warehouse(settings)
     applied = migrate(warehouse)
     pipeline = IngestPipeline(
@@ -161,7 +168,9 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         share = ApiServer(create_clickhouse_http_app(warehouse), "127.0.0.1", settings.warehouse_share_port)
         info["warehouse_http"] = f"http://127.0.0.1:{share.start()}"
     sink.start()
-    agents.start(settings, bootstrap, warehouse, policy, endpoints, f"http://{settings.api_host}:{port}")
+    agents.start(
+        settings, bootstrap, warehouse, policy, endpoints, f"http://{settings.api_host}:{port}", experiments
+    )
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     run_file(settings).write_text(json.dumps(info))
     log.info("worker.started", migrations_applied=applied, **info)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import pickle
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -217,3 +218,37 @@ def test_a_provider_avoided_for_a_tenant_is_passed_over_with_the_reason_until_it
     assert restored.decide(request(2), T0).attempt.provider == "sms-b"  # type: ignore[union-attr]
     restored.unavoid("SMS", "sms-a")
     assert restored.decide(request(3), T0).attempt.provider == "sms-a"  # type: ignore[union-attr]
+
+
+EXPERIMENT = """
+experiments:
+  - {id: reminder-v4, tenant: acme-home, template: visit-reminder, segment: gold, variants: [
+       {name: control, template_version: 3, weight: 1}, {name: v4, template_version: 4, weight: 1}],
+     start: 2025-12-01T00:00:00Z, stop: 2026-12-21T00:00:00Z, primary_metric: delivery_rate, mde: 0.05}
+"""
+
+
+def test_routed_requests_are_exposed_to_running_experiments_stickily_and_only_in_the_segment(
+    loaded: LoadedPolicy,
+) -> None:
+    from experiments.definitions import load_experiments_text
+    from policies.segments import Segment
+
+    segments = {"gold": Segment.parse("gold", 'tier == "gold"')}
+    d = Dispatcher(loaded)
+    d.use_experiments(load_experiments_text(EXPERIMENT, segments, source="exp.yaml"), segments)
+
+    def dispatched(n: int, recipient: str, tier: str) -> dict[str, Any]:
+        base = example_request()["recipient"]
+        step = d.decide(request(n, recipient={**base, "id": recipient, "tier": tier}), T0 + n)
+        return next(e for e in step.events if e["event_type"] == "DISPATCHED")
+
+    gold = [dispatched(n, f"r-{n}", "gold") for n in range(400)]
+    variants = Counter(e["variant"] for e in gold)
+    assert set(variants) == {"control", "v4"} and abs(variants["v4"] - 200) < 45  # balanced
+    assert all(e["experiment_id"] == "reminder-v4" for e in gold)
+    assert {(e["variant"], e["template_version"]) for e in gold} == {("control", 3), ("v4", 4)}
+    again = dispatched(1000, "r-7", "gold")  # the same recipient, a new request: the same variant
+    assert again["variant"] == gold[7]["variant"]
+    silver = dispatched(1001, "r-8", "silver")
+    assert (silver["experiment_id"], silver["variant"], silver["template_version"]) == (None, None, 3)
