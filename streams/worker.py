@@ -150,6 +150,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             policy=policy,
             monitor=lambda: agents.monitor.status() if agents.monitor else {"enabled": False},
             dispatch=lambda: agents.dispatch.status() if agents.dispatch else {"enabled": False},
+            experiments=experiments[0] if experiments else None,
         ),
         settings.api_host,
         settings.api_port,

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, Field
 
+from experiments.definitions import LoadedExperiments
 from herald.errors import WarehouseError
 from policies.loader import LoadedPolicy
 from projections.warehouse import Warehouse
@@ -116,6 +117,7 @@ def create_api(
     monitor: Callable[[], dict[str, Any]] | None = None,
     policy: LoadedPolicy | None = None,
     dispatch: Callable[[], dict[str, Any]] | None = None,
+    experiments: LoadedExperiments | None = None,
 ) -> FastAPI:
     """The worker's API. ``keys`` (web.auth.load_key_ring(settings.api_keys_file)) guard /api/v1 and
     /sql; with None, /api/v1 answers 503 and /sql stays open (see web/auth.py). ``policy``
@@ -123,7 +125,7 @@ def create_api(
     /api/v1/tenants/{tenant}/sla, which answers 503 without it."""
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
     auth = ApiAuth(keys)
-    api.include_router(analytics_router(warehouse, auth, clock, policy))
+    api.include_router(analytics_router(warehouse, auth, clock, policy, experiments))
     api.include_router(dashboard_router())
     registry = CollectorRegistry()
     registry.register(_IngestCollector(totals, lag))
