@@ -115,6 +115,9 @@ class AlertMonitor:
         self.tracker = AlertTracker(config.policy)
         self.series: dict[SeriesKey, _Series] = {}
         self.next_minute_ms: int | None = None  # the first minute not observed yet
+        self.sla_open: dict[
+            str, tuple[str, int, str]
+        ] = {}  # "tenant:channel" -> (alert id, opened ms, cause)
         self.minutes_observed = 0
 
     def observe(self, minute_ms: int, rows: Mapping[SeriesKey, MinuteCounts]) -> list[AlertChange]:

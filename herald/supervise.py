@@ -60,7 +60,7 @@ class WorkerProcess:
         raise HeraldError(f"worker did not start within {timeout}s; log: {self.log_path}\n{self.tail()}")
 
     def tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+        return log_tail(self.log_path, chars)
 
     def health(self) -> dict[str, Any]:
         response = httpx.get(f"{self.api}/health", timeout=10)
@@ -78,14 +78,24 @@ class WorkerProcess:
     def _signal(self, sig: int, timeout: float) -> int:
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        code = self.proc.returncode
+        code = end_process(self.proc, sig, timeout)
         if self._log:
             self._log.close()
-        return int(code)
+        return code
+
+
+def end_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> int:
+    """Send ``sig`` to a child still running, wait ``timeout`` (then SIGKILL); its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return int(proc.returncode)
+
+
+def log_tail(path: Path, chars: int = 3000) -> str:
+    """The end of a child's log file ('' before it exists)."""
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""

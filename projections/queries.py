@@ -43,13 +43,16 @@ SLA_LOOKBACK = timedelta(days=1)
 """How far before an SLA range its notifications' events are read, so a receipt that arrives inside the
 range is matched to its send before it (and the send, outside the range, keeps it out)."""
 SLA_SERIES_HOURS = 24
-_SLA_COUNTS_SQL = """
-SELECT intDiv(toUnixTimestamp(send_time), 60) AS epoch_minute, count() AS total, countIf(on_time) AS good
-FROM (
+# One row per notification of a tenant's channel: when it was sent (its first SENT, else its first
+# FAILED), by which provider, and whether it was delivered within the objective. GROUP BY the minute or
+# the provider of the send around it (sla_counts, sla_counts_by_provider).
+_SLA_NOTIFICATIONS_SQL = """
     SELECT notification_id,
            countIf(event_type = 'SENT') > 0 AS was_sent,
            if(was_sent, minIf(occurred_at, event_type = 'SENT'),
               minIf(occurred_at, event_type = 'FAILED')) AS send_time,
+           if(was_sent, argMinIf(provider, occurred_at, event_type = 'SENT'),
+              argMaxIf(provider, occurred_at, event_type = 'FAILED')) AS send_provider,
            was_sent AND countIf(event_type = 'DELIVERED' AND latency_ms <= {latency_ms:UInt64}) > 0 AS on_time
     FROM events
     WHERE tenant_id = {tenant:String} AND channel = {channel:String}
@@ -57,11 +60,13 @@ FROM (
       AND occurred_at >= {lookback:DateTime64(3, 'UTC')}
     GROUP BY notification_id
     HAVING was_sent OR countIf(event_type = 'FAILED') > 0
-)
-WHERE send_time >= {start:DateTime64(3, 'UTC')} AND send_time < {end:DateTime64(3, 'UTC')}
-GROUP BY epoch_minute
-ORDER BY epoch_minute
 """
+_SLA_GROUPED_SQL = (
+    "SELECT {key} AS k, count() AS total, countIf(on_time) AS good FROM ("
+    + _SLA_NOTIFICATIONS_SQL
+    + ") WHERE send_time >= {start:DateTime64(3, 'UTC')} AND send_time < {end:DateTime64(3, 'UTC')} "
+    "GROUP BY k ORDER BY k"
+)
 _ALERT_COLUMNS = (
     "alert_id",
     "tenant_id",
@@ -326,6 +331,17 @@ def sla_counts(
     ``latency_ms``. So a failover that delivered counts once, and a receipt-time FAILED (after SENT,
     without ``sent_at``) is not counted a second time. ``channel`` may be spelled ``sms`` or ``SMS``.
     """
+    rows = _sla_grouped(
+        warehouse, "intDiv(toUnixTimestamp(send_time), 60)", tenant, channel, latency_ms, start, end
+    )
+    return {int(minute): SlaCounts(good=int(good), total=int(total)) for minute, total, good in rows}
+
+
+def _sla_grouped(
+    warehouse: Warehouse, key: str, tenant: str, channel: str, latency_ms: int, start: datetime, end: datetime
+) -> list[tuple[Any, ...]]:
+    """(key, total, good) rows of the SLA notifications sent in [start, end); ``key`` is one of the
+    two constant expressions above, never request text."""
     params = {
         "tenant": tenant,
         "channel": channel.upper(),
@@ -334,10 +350,7 @@ def sla_counts(
         "start": start,
         "end": end,
     }
-    return {
-        int(minute): SlaCounts(good=int(good), total=int(total))
-        for minute, total, good in warehouse.rows(_SLA_COUNTS_SQL, params)
-    }
+    return warehouse.rows(_SLA_GROUPED_SQL.replace("{key}", key), params)
 
 
 def sla_judged_until(now: datetime, objective: SlaObjective) -> datetime:
@@ -532,45 +545,13 @@ def _number(value: Any) -> float | None:
     return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
-_SLA_BY_PROVIDER_SQL = """
-SELECT send_provider, count() AS total, countIf(on_time) AS good
-FROM (
-    SELECT notification_id,
-           countIf(event_type = 'SENT') > 0 AS was_sent,
-           if(was_sent, minIf(occurred_at, event_type = 'SENT'),
-              minIf(occurred_at, event_type = 'FAILED')) AS send_time,
-           if(was_sent, argMinIf(provider, occurred_at, event_type = 'SENT'),
-              argMaxIf(provider, occurred_at, event_type = 'FAILED')) AS send_provider,
-           was_sent AND countIf(event_type = 'DELIVERED' AND latency_ms <= {latency_ms:UInt64}) > 0 AS on_time
-    FROM events
-    WHERE tenant_id = {tenant:String} AND channel = {channel:String}
-      AND event_type IN ('SENT', 'FAILED', 'DELIVERED')
-      AND occurred_at >= {lookback:DateTime64(3, 'UTC')}
-    GROUP BY notification_id
-    HAVING was_sent OR countIf(event_type = 'FAILED') > 0
-)
-WHERE send_time >= {start:DateTime64(3, 'UTC')} AND send_time < {end:DateTime64(3, 'UTC')}
-GROUP BY send_provider
-"""
-
-
 def sla_counts_by_provider(
     warehouse: Warehouse, tenant: str, channel: str, latency_ms: int, start: datetime, end: datetime
 ) -> dict[str, SlaCounts]:
     """:func:`sla_counts` per provider instead of per minute (the provider of the send: its SENT, or
     for a send-time failure its last FAILED): which provider spends a tenant's error budget."""
-    params = {
-        "tenant": tenant,
-        "channel": channel.upper(),
-        "latency_ms": latency_ms,
-        "lookback": start - SLA_LOOKBACK,
-        "start": start,
-        "end": end,
-    }
-    return {
-        str(provider): SlaCounts(good=int(good), total=int(total))
-        for provider, total, good in warehouse.rows(_SLA_BY_PROVIDER_SQL, params)
-    }
+    rows = _sla_grouped(warehouse, "send_provider", tenant, channel, latency_ms, start, end)
+    return {str(provider): SlaCounts(good=int(good), total=int(total)) for provider, total, good in rows}
 
 
 # -- dispatch: the failover timeline and budget use (docs/dispatch.md) ----------------------------------

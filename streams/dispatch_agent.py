@@ -51,11 +51,11 @@ from herald.settings import Settings
 from policies.breaker import CircuitBreaker
 from policies.loader import LoadedPolicy
 from policies.segments import Segment
-from projections.rows import ALERT_COLUMNS, alert_row
 from projections.warehouse import Warehouse
 from providers.base import ProviderAdapter
 from schemas.codec import AvroCodec, request_codec
 from schemas.contract import request_problem
+from streams.alerts import AlertPublisher
 from streams.emitter import Emitter
 from streams.ingest import dead_letter
 from streams.pipeline import DeadLetterSink
@@ -136,7 +136,7 @@ class DispatchAgent:
         self._resume: list[tuple[str, str]] = []  # (tenant, request id) in flight at the last owner's end
         self.totals = DispatchTotals()
         self.crashed: BaseException | None = None
-        self._warehouse = warehouse
+        self.alerts = AlertPublisher(bootstrap, self._topics.alerts, warehouse)
         self._experiments = experiments
         self._links = links
         self._alert_codec = AvroCodec.for_contract("alert_event")
@@ -154,7 +154,6 @@ class DispatchAgent:
                 "auto.offset.reset": "earliest",
             }
         )
-        self.alerts_published: list[dict[str, Any]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -188,7 +187,7 @@ class DispatchAgent:
             "receipts_waiting": len(self._receipts),
             "dead_letters": t.dead_letters,
             "breakers": {k: b.state_at(self._clock()) for k, b in sorted(self.breakers.items())},
-            "alerts_published": len(self.alerts_published),
+            "alerts_published": len(self.alerts.published),
             "crashed": repr(self.crashed) if self.crashed else None,
         }
 
@@ -224,6 +223,7 @@ class DispatchAgent:
             self._emitter.close()
             self._dead_letters.close()
             self._state_producer.flush(10)
+            self.alerts.close()
 
     async def _main(self) -> None:
         adapters = dict(self._adapter_factory())  # built on this loop: HTTP sessions belong to it
@@ -415,17 +415,11 @@ class DispatchAgent:
                     "dispatch.provider_switch", provider=t.provider, channel=t.channel,
                     to_state=t.to_state, reason=t.reason,
                 )  # fmt: skip
-        if not records:
-            return
-        for record in records:
-            series = f"{record['tenant_id']}/{record['channel']}/{record['provider']}".encode()
-            self._state_producer.produce(
-                self._topics.alerts, key=series, value=self._alert_codec.encode(record)
-            )
-        self._state_producer.flush(30)
-        if self._warehouse is not None:
-            self._warehouse.insert("alerts", [alert_row(r) for r in records], list(ALERT_COLUMNS))
-        self.alerts_published.extend(records)
+        self.alerts.add(records)
+        try:
+            self.alerts.flush()
+        except Exception as exc:  # the broker or warehouse is briefly away: they stay queued, next batch
+            log.warning("dispatch.alerts_not_published", error=str(exc), pending=self.alerts.pending)
 
     def _take(
         self,

@@ -43,9 +43,8 @@ from policies.loader import LoadedPolicy
 from policies.models import SlaObjective
 from policies.sla import evaluate_sla, paging_burn, sla_cause
 from projections import queries
-from projections.rows import ALERT_COLUMNS, alert_row
 from projections.warehouse import Warehouse
-from schemas.codec import AvroCodec
+from streams.alerts import AlertPublisher
 
 log = structlog.get_logger("herald.monitor")
 
@@ -98,7 +97,10 @@ def load_state(value: bytes) -> AlertMonitor | None:
     if not value.startswith(STATE_FORMAT):
         return None
     monitor = pickle.loads(zlib.decompress(value[len(STATE_FORMAT) :]))  # our own internal topic
-    return monitor if isinstance(monitor, AlertMonitor) else None
+    if not isinstance(monitor, AlertMonitor):
+        return None
+    monitor.__dict__.setdefault("sla_open", {})  # a checkpoint from before SLA alerts
+    return monitor
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,6 @@ class AlertMonitorService:
         self.config = monitor_config(settings)
         self._clock = clock
         self._topics = settings.topics
-        self._codec = AvroCodec.for_contract("alert_event")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alert-monitor", daemon=True)
         self._consumer = Consumer(
@@ -155,14 +156,12 @@ class AlertMonitorService:
         self.leading = False
         self._seen_offset = -1  # last state-partition offset read since this worker started leading
         self._restored: bytes | None = None  # the newest checkpoint read so far
-        self._pending_records: list[dict[str, Any]] = []  # decided, not yet on the topic
-        self._pending_rows: list[dict[str, Any]] = []  # on the topic, not yet in the table
+        self.alerts = AlertPublisher(bootstrap, self._topics.alerts, warehouse)
         self._delivery_errors: list[str] = []
         self._last_checkpoint = 0.0
         self._dirty = False
         self.watermark_ms: int | None = None
         self.checkpoint_minute_ms: int | None = None  # next_minute of the last checkpoint written
-        self.published = 0
         self.steps = 0
         self.last_error: str | None = None
 
@@ -192,8 +191,8 @@ class AlertMonitorService:
             "detectors": monitor.detector_count if monitor else 0,
             "open_alerts": len(monitor.open_alerts()) if monitor else 0,
             "checkpoint_next_minute": _iso(self.checkpoint_minute_ms),
-            "published": self.published,
-            "pending": len(self._pending_records) + len(self._pending_rows),
+            "published": len(self.alerts.published),
+            "pending": self.alerts.pending,
             "last_error": self.last_error,
         }
 
@@ -232,9 +231,10 @@ class AlertMonitorService:
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("monitor.step_failed", error=self.last_error)
         finally:
-            if self.leading and self.monitor is not None and not self._pending_records:
+            if self.leading and self.monitor is not None and not self.alerts.unsent:
                 self._checkpoint(force=True)
             self._producer.flush(10)
+            self.alerts.close()
             self._consumer.close()
 
     def _restore(self) -> bool:
@@ -270,8 +270,7 @@ class AlertMonitorService:
     def step(self) -> list[AlertChange]:
         """Judge every minute closed since the last step; publish what changed. Returns the changes."""
         self.steps += 1
-        if not self._flush_pending():
-            return []
+        self.alerts.flush()  # what an earlier step could not put out, first
         monitor = self.monitor
         end = self._closed_end()
         if monitor is None or end is None or monitor.next_minute_ms is None:
@@ -288,8 +287,7 @@ class AlertMonitorService:
             if decided:
                 changes.extend(decided)
                 self._queue(decided)
-                if not self._flush_pending():
-                    break
+                self.alerts.flush()
             self._consumer.poll(0)  # stay in the group while catching up a long history
         self._checkpoint(force=bool(changes))  # a restart must know the alerts it already raised
         return changes
@@ -326,7 +324,7 @@ class AlertMonitorService:
         if monitor is None or policy is None:
             return []
         now = datetime.fromtimestamp(self._clock(), UTC)
-        opened: dict[str, tuple[str, int, str]] = monitor.__dict__.setdefault("sla_open", {})
+        opened = monitor.sla_open
         records = [
             record
             for tenant, tenant_policy in policy.policy.tenants.items()
@@ -339,8 +337,8 @@ class AlertMonitorService:
                     "monitor.sla", status=record["status"], tenant=record["tenant_id"],
                     channel=record["channel"], cause=record["provider"], detail=record["detail"],
                 )  # fmt: skip
-            self._pending_records.extend(records)
-            self._flush_pending()
+            self.alerts.add(records)
+            self.alerts.flush()
             self._dirty = True
             self._checkpoint(force=True)
         return records
@@ -395,8 +393,8 @@ class AlertMonitorService:
     def _queue(self, changes: list[AlertChange]) -> None:
         version = self.config.version
         for change in changes:
-            self._pending_records.append(
-                alert_record(change, self.links.dashboard_base, self.links.runbook_base, version)
+            self.alerts.add(
+                [alert_record(change, self.links.dashboard_base, self.links.runbook_base, version)]
             )
             log.info(
                 "monitor.alert",
@@ -409,36 +407,8 @@ class AlertMonitorService:
                 minute=_iso(change.at_ms),
             )
 
-    def _flush_pending(self) -> bool:
-        """Put queued alerts on the topic, then in the table; True when nothing is left pending."""
-        if self._pending_records:
-            self._delivery_errors.clear()
-            for record in self._pending_records:
-                key = f"{record['tenant_id']}/{record['channel']}/{record['provider']}".encode()
-                self._producer.produce(
-                    self._topics.alerts,
-                    key=key,
-                    value=self._codec.encode(record),
-                    headers=[("alert_status", record["status"].encode())],
-                    on_delivery=self._on_delivery,
-                )
-            remaining = self._producer.flush(30)
-            if remaining or self._delivery_errors:
-                raise RuntimeError(f"alerts not acknowledged: {self._delivery_errors or remaining}")
-            self.published += len(self._pending_records)
-            self._pending_rows.extend(self._pending_records)
-            self._pending_records = []
-        if self._pending_rows:
-            self.warehouse.insert("alerts", [alert_row(r) for r in self._pending_rows], list(ALERT_COLUMNS))
-            self._pending_rows = []
-        return True
-
-    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
-        if err is not None:
-            self._delivery_errors.append(str(err))
-
     def _checkpoint(self, force: bool = False) -> None:
-        if self.monitor is None or not self._dirty or not self.leading or self._pending_records:
+        if self.monitor is None or not self._dirty or not self.leading or self.alerts.unsent:
             return
         now = self._clock()
         if not force and now - self._last_checkpoint < CHECKPOINT_EVERY_S:
@@ -453,6 +423,10 @@ class AlertMonitorService:
         if self._producer.flush(30) == 0 and not self._delivery_errors:
             self._last_checkpoint, self._dirty = now, False
             self.checkpoint_minute_ms = self.monitor.next_minute_ms
+
+    def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            self._delivery_errors.append(str(err))
 
 
 def _iso(ms: int | None) -> str | None:

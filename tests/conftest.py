@@ -17,6 +17,7 @@ from herald.settings import Settings, load_settings
 from herald.supervise import WorkerProcess
 from infra.local_kafka import LocalKafka, free_port
 from projections.warehouse import Warehouse
+from providers.local.process import LocalProvidersProcess
 from streams.emitter import Emitter
 from streams.lag import consumer_lag
 from streams.topics import ensure_topics
@@ -142,3 +143,13 @@ def herald_factory(tmp_path: Path, kafka_bootstrap: str) -> Iterator[Callable[[]
 @pytest.fixture
 def herald(herald_factory: Callable[[], Herald]) -> Herald:
     return herald_factory()
+
+
+@pytest.fixture
+def providers(tmp_path: Path) -> Iterator[LocalProvidersProcess]:
+    """The four local delivery providers (two SMTP servers, two HTTP SMS APIs) as a child process."""
+    process = LocalProvidersProcess(tmp_path / "providers.log").start()
+    try:
+        yield process
+    finally:
+        process.stop()

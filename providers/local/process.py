@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from herald.errors import HeraldError
+from herald.supervise import end_process, log_tail
 from providers.local.faults import FaultPlan
 
 __all__ = ["LocalProvidersProcess", "ProvidersControl"]
@@ -150,7 +151,7 @@ class LocalProvidersProcess:
         )
 
     def tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+        return log_tail(self.log_path, chars)
 
     def stop(self, timeout: float = 10) -> int:
         """SIGTERM: the servers close their sockets and the process exits."""
@@ -162,16 +163,10 @@ class LocalProvidersProcess:
     def _signal(self, sig: int, timeout: float) -> int:
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        code = end_process(self.proc, sig, timeout)
         self._close_log()
         self.ready_file.unlink(missing_ok=True)
-        return int(self.proc.returncode)
+        return code
 
     def _close_log(self) -> None:
         if self._log is not None:

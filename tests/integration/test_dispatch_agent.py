@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,15 +37,6 @@ breaker: {{consecutive_failures: 5, open_seconds: 5, half_open_probes: 3}}
 campaigns:
   capped: {{rate: {{per_second: {RATE}}}, budget: {{messages_total: {BUDGET}}}}}
 """  # noqa: E501
-
-
-@pytest.fixture
-def providers(tmp_path: Path) -> Iterator[LocalProvidersProcess]:
-    process = LocalProvidersProcess(tmp_path / "providers.log").start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,15 +35,6 @@ campaigns:
   capped: {{rate: {{per_second: {RATE}}}, budget: {{messages_total: {BUDGET}}}}}
   minutely: {{rate: {{per_minute: {PER_MINUTE}}}, budget: {{messages_total: {MINUTE_BUDGET}}}}}
 """  # noqa: E501
-
-
-@pytest.fixture
-def providers(tmp_path: Path) -> Iterator[LocalProvidersProcess]:
-    process = LocalProvidersProcess(tmp_path / "providers.log").start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def dispatch_env(tmp_path: Path, providers: LocalProvidersProcess) -> dict[str, str]:

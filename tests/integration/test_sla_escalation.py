@@ -6,7 +6,7 @@ SMS to the secondary, explained as a failover."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,15 +31,6 @@ tenants:
     slas:
       - {channel: sms, target: 0.99, latency_ms: 2000, window_days: 1}
 """  # noqa: E501
-
-
-@pytest.fixture
-def providers(tmp_path: Path) -> Iterator[LocalProvidersProcess]:
-    process = LocalProvidersProcess(tmp_path / "providers.log").start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def send(h: Herald, ids: range) -> None:
