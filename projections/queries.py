@@ -21,8 +21,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from experiments.analyze import analyze
-from experiments.definitions import ExperimentDefinition
 from policies.models import BudgetSpec, GuardrailsPolicy, SlaObjective
 from policies.sla import DEFAULT_RULES, BurnRateRule, SlaCounts, evaluate_sla
 from projections.warehouse import Warehouse
@@ -912,80 +910,3 @@ def budget_report(
             }
         )
     return report
-
-
-_EXPERIMENT_SQL = """
-SELECT variant,
-       uniqExactIf(notification_id, event_type = 'DISPATCHED') AS exposed,
-       uniqExactIf(notification_id, event_type = 'DELIVERED') AS delivered,
-       uniqExactIf(notification_id, event_type = 'OPENED') AS opened,
-       uniqExactIf(notification_id, event_type = 'CLICKED') AS clicked,
-       uniqExactIf(notification_id, event_type = 'REPLIED') AS replied,
-       uniqExactIf(notification_id, event_type = 'UNSUBSCRIBED') AS unsubscribed
-FROM events
-WHERE tenant_id = {tenant:String} AND experiment_id = {experiment:String}
-GROUP BY variant
-"""
-EXPERIMENT_CONVERSIONS = {
-    "delivery_rate": "delivered",
-    "open_rate": "opened",
-    "click_rate": "clicked",
-    "reply_rate": "replied",
-    "unsubscribe_rate": "unsubscribed",
-}
-"""Proportion metrics and the event that converts an exposed notification."""
-
-
-def experiment_counts(warehouse: Warehouse, tenant: str, experiment_id: str) -> dict[str, dict[str, int]]:
-    """Per variant: notifications exposed (DISPATCHED carrying the experiment) and, of those, how many
-    were delivered, opened, clicked, replied to or unsubscribed (each notification once)."""
-    rows = warehouse.rows(_EXPERIMENT_SQL, {"tenant": tenant, "experiment": experiment_id})
-    names = ("exposed", "delivered", "opened", "clicked", "replied", "unsubscribed")
-    return {str(row[0]): dict(zip(names, (int(v) for v in row[1:]), strict=True)) for row in rows}
-
-
-def experiment_report(
-    defn: ExperimentDefinition, counts: dict[str, dict[str, int]], now_ms: int
-) -> dict[str, Any]:
-    """An experiment's definition, per-variant counts and, for each proportion metric it names
-    (primary first, then guardrails), the comparison of every variant with the control (the first
-    variant): intent to treat, the unit is the exposed notification. Sequential (always-valid) CIs,
-    so the numbers may be watched continuously. Pure.
-    """
-    variants = [v.name for v in defn.variants]
-    empty = dict.fromkeys(("exposed", *EXPERIMENT_CONVERSIONS.values()), 0)
-    per_variant = [{"name": v, **counts.get(v, empty)} for v in variants]
-    metrics: dict[str, Any] = {}
-    for metric in (defn.primary_metric, *defn.guardrail_metrics):
-        field = EXPERIMENT_CONVERSIONS.get(metric)
-        if field is None:
-            metrics[metric] = {"status": "unsupported", "reason": "only proportion metrics are computed live"}
-            continue
-        if any(v["exposed"] == 0 for v in per_variant):
-            metrics[metric] = {"status": "waiting", "reason": "a variant has no exposures yet"}
-            continue
-        payload = {
-            "metric": "proportion",
-            "alpha": defn.alpha,
-            "sequential": True,
-            "mde": defn.mde,
-            "weights": [v.weight for v in defn.variants],
-            "variants": [
-                {"name": v["name"], "n": v["exposed"], "conversions": v[field]} for v in per_variant
-            ],
-        }
-        metrics[metric] = {"status": "ok", **analyze(payload)}
-    return {
-        "experiment_id": defn.id,
-        "tenant": defn.tenant,
-        "template": defn.template,
-        "running": defn.running_at(now_ms),
-        "start": defn.start.isoformat(),
-        "stop": defn.stop.isoformat(),
-        "primary_metric": defn.primary_metric,
-        "variants": [
-            {**v, "template_version": spec.template_version, "weight": spec.weight}
-            for v, spec in zip(per_variant, defn.variants, strict=True)
-        ],
-        "metrics": metrics,
-    }

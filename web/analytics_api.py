@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from experiments.definitions import LoadedExperiments
 from policies.loader import LoadedPolicy
-from projections import queries
+from projections import experiment_queries, queries
 from projections.queries import AlertStatus, Bucket, FilterError, FilterParams, Filters
 from projections.warehouse import Warehouse
 from web.auth import TENANT_PATTERN, ApiAuth, Principal, Role, forbid
@@ -296,8 +296,9 @@ def analytics_router(  # noqa: PLR0915 - one short nested function per endpoint
             raise HTTPException(
                 status_code=404, detail=f"no experiment {experiment_id!r} for tenant {tenant!r}"
             )
-        counts = queries.experiment_counts(warehouse, tenant, experiment_id)
-        return queries.experiment_report(defn, counts, int(clock().timestamp() * 1000))
+        key = (tenant, experiment_id)
+        stats = experiment_queries.variant_stats(warehouse, [key])[key]
+        return experiment_queries.experiment_report(defn, stats, int(clock().timestamp() * 1000))
 
     @router.get(
         "/alerts",

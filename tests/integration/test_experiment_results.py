@@ -148,7 +148,16 @@ def test_results_equal_the_events_and_show_the_treatment_effect(
     )
     assert row["ci_low"] > 0 and primary["srm_flag"] is False
     assert body["metrics"]["unsubscribe_rate"]["status"] == "ok"
-    assert body["metrics"]["latency_mean"]["status"] == "unsupported"
+    latency = body["metrics"]["latency_mean"]  # a mean metric: from the latency sums of DELIVERED
+    assert latency["status"] == "ok" and latency["metric"] == "mean" and latency["better"] == "lower"
+    for variant in body["variants"]:
+        times = [
+            e["latency_ms"]
+            for e in events
+            if e["event_type"] == "DELIVERED" and e["variant"] == variant["name"]
+        ]
+        assert variant["latency_n"] == len(times)
+        assert variant["latency_mean_ms"] == pytest.approx(sum(times) / len(times), rel=1e-9)
 
 
 def test_the_list_is_tenant_scoped_and_other_tenants_see_nothing(
