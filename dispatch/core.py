@@ -47,7 +47,7 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 from analytics.runbooks import runbook_url
-from experiments.definitions import LoadedExperiments, variant_for
+from experiments.definitions import LoadedExperiments, exposure
 from policies.breaker import BreakerTransition
 from policies.limits import BudgetAlert, Decision, DispatchRequest, DispatchState, evaluate_dispatch
 from policies.loader import LoadedPolicy
@@ -122,15 +122,13 @@ class Dispatcher:
         experiment's allocation and the recipient id."""
         if self.experiments is None or record.get("experiment_id"):
             return
-        recipient = record["recipient"]
-        for defn in self.experiments.definitions.values():
-            if defn.tenant != record["tenant_id"] or defn.template != record.get("template_id"):
-                continue
-            variant = variant_for(defn, str(recipient["id"]), recipient, None, now_ms, self.segments)
-            if variant is not None:
-                spec = next(v for v in defn.variants if v.name == variant)
-                record.update(experiment_id=defn.id, variant=variant, template_version=spec.template_version)
-                return
+        found = exposure(
+            self.experiments, self.segments, record["tenant_id"], str(record.get("template_id")),
+            record["recipient"], now_ms,
+        )  # fmt: skip
+        if found is not None:
+            defn, spec = found
+            record.update(experiment_id=defn.id, variant=spec.name, template_version=spec.template_version)
 
     def use_policy(self, loaded: LoadedPolicy) -> None:
         """A new policy version: decisions from now on carry it; counters and breakers carry over."""

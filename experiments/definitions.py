@@ -60,6 +60,7 @@ __all__ = [
     "VariantSpec",
     "allocation_changes",
     "allocation_fingerprint",
+    "exposure",
     "load_experiments",
     "load_experiments_text",
     "variant_for",
@@ -363,3 +364,25 @@ def variant_for(
         if not segment.matches(recipient, profile, now_ms):
             return None
     return assign_variant(defn.id, recipient_id, [(v.name, v.weight) for v in defn.variants])
+
+
+def exposure(
+    loaded: LoadedExperiments,
+    segments: Mapping[str, Segment],
+    tenant: str,
+    template: str,
+    recipient: Mapping[str, Any],
+    now_ms: int,
+    profile: EngagementProfile | None = None,
+) -> tuple[ExperimentDefinition, VariantSpec] | None:
+    """The experiment and variant a notification of ``template`` to ``recipient`` is exposed to: the
+    first running experiment on this tenant and template the recipient is in, or None. What dispatch
+    (and the simulator, standing in for it) stamps on the notification's events.
+    """
+    for defn in loaded.definitions.values():
+        if defn.tenant != tenant or defn.template != template:
+            continue
+        variant = variant_for(defn, str(recipient["id"]), recipient, profile, now_ms, segments)
+        if variant is not None:
+            return defn, next(v for v in defn.variants if v.name == variant)
+    return None

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         5, ge=1, le=240, description="Consecutive normal minutes that resolve an open alert."
     )
     sla_check_s: float = Field(60.0, gt=0, le=3600, description="How often the monitor evaluates the SLAs.")
+    experiments_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="How often the leading worker recomputes experiment statistics."
+    )
+    segment_snapshot_s: float = Field(
+        300.0, gt=0, le=86_400, description="How often the leading worker snapshots segment membership."
+    )
     monitor_interval_s: float = Field(
         1.0, gt=0, le=60, description="How often the monitor looks for closed minutes."
     )

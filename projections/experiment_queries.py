@@ -98,7 +98,9 @@ def experiment_report(defn: ExperimentDefinition, stats: Stats, now_ms: int) -> 
     ``better`` says which direction of the effect is good. Pure.
     """
     empty = dict.fromkeys((*COUNTS, *LATENCY), 0.0)
-    per_variant = [{"name": v.name, **empty, **stats.get(v.name, {})} for v in defn.variants]
+    per_variant: list[dict[str, Any]] = [
+        {"name": v.name, **empty, **stats.get(v.name, {})} for v in defn.variants
+    ]
     metrics: dict[str, Any] = {}
     srm_p_value = None
     for metric in (defn.primary_metric, *defn.guardrail_metrics):

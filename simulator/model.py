@@ -47,7 +47,9 @@ from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from experiments.definitions import LoadedExperiments, exposure
 from herald.errors import ConfigError
+from policies.segments import Segment
 from simulator.profiles import (
     DEFAULT_MODEL,
     Campaign,
@@ -61,6 +63,8 @@ from simulator.profiles import (
     TrafficModel,
     Weighted,
 )
+
+ExperimentSet = tuple[LoadedExperiments, dict[str, Segment]]  # definitions and the segments they target
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -137,9 +141,12 @@ def generate(
     seed: int,
     *,
     scenario: Conditions | None = None,
+    experiments: ExperimentSet | None = None,
 ) -> Iterator[Event]:
     """Events of ``generate_notifications``, flattened (a notification's events stay together)."""
-    for notification in generate_notifications(model, start, rate_per_s, duration_s, seed, scenario=scenario):
+    for notification in generate_notifications(
+        model, start, rate_per_s, duration_s, seed, scenario=scenario, experiments=experiments
+    ):
         yield from notification.events
 
 
@@ -151,14 +158,16 @@ def generate_notifications(
     seed: int,
     *,
     scenario: Conditions | None = None,
+    experiments: ExperimentSet | None = None,
 ) -> Iterator[Notification]:
-    """Notifications requested in [start, start + duration_s) at ``rate_per_s``; math.inf = endless."""
+    """Notifications requested in [start, start + duration_s) at ``rate_per_s``; math.inf = endless.
+    ``experiments`` (loaded definitions and their segments) assigns exposures as dispatch does."""
     if start.tzinfo is None:
         raise ConfigError("start must be a timezone-aware datetime")
     if not rate_per_s > 0:
         raise ConfigError(f"rate_per_s must be positive, got {rate_per_s}")
     start_ms = (start - _EPOCH) // timedelta(milliseconds=1)
-    generator = _Generator(model, seed, start_ms, scenario)
+    generator = _Generator(model, seed, start_ms, scenario, experiments)
     total = math.inf if math.isinf(duration_s) else notification_count(rate_per_s, duration_s)
     i = 0
     while i < total:
@@ -227,8 +236,17 @@ class _Lifecycle:
 class _Generator:
     """The model compiled into flat pick tables, plus the one seeded random stream."""
 
-    def __init__(self, model: TrafficModel, seed: int, start_ms: int, scenario: Conditions | None) -> None:
-        self.model, self.scenario = model, scenario
+    def __init__(
+        self,
+        model: TrafficModel,
+        seed: int,
+        start_ms: int,
+        scenario: Conditions | None,
+        experiments: ExperimentSet | None = None,
+    ) -> None:
+        self.model, self.scenario, self.definitions = model, scenario, experiments
+        # The true effect of each variant on the open rate, by (experiment id, variant name).
+        self.effects = {(e.experiment_id, v): f for e in model.experiments for v, f in e.variants}
         self.rng = random.Random(seed)
         self.tag = hashlib.blake2b(f"{seed}:{start_ms}".encode(), digest_size=5).hexdigest()
         self.tenants = _table(tuple((t, t.volume) for t in model.tenants))
@@ -307,20 +325,17 @@ class _Generator:
                     campaign = candidate
                     break
         template = campaign[1] if campaign else _pick(self.templates[(kind, channel)], uniform())
-        experiment = self.experiments.get(template.template_id)
-        variant, open_factor = (
-            experiment.variants[bucket % len(experiment.variants)] if experiment else (None, 1.0)
-        )
+        experiment_id, variant, version, open_factor = self.expose(tenant, template, recipient, bucket, t0)
         base: Event = {
             "tenant_id": tenant.tenant_id,
             "notification_id": f"n-{self.tag}-{i:x}",
             "channel": channel,
             "provider": None,
             "template_id": template.template_id,
-            "template_version": template.version,
+            "template_version": version,
             "campaign_id": campaign[0].campaign_id if campaign else None,
             "campaign_step": 1 + int(uniform() * campaign[0].steps) if campaign else None,
-            "experiment_id": experiment.experiment_id if experiment else None,
+            "experiment_id": experiment_id,
             "variant": variant,
             "recipient": dict(recipient),  # one copy per notification, shared by its events
             "latency_ms": None,
@@ -335,6 +350,25 @@ class _Generator:
         life = _Lifecycle(base, f"e-{self.tag}-{i:x}-", kind, open_factor)
         self.play(life, self.profiles[channel], offset_s, t0)
         return life.events
+
+    def expose(
+        self, tenant: Tenant, template: Template, recipient: dict[str, Any], bucket: int, t0: int
+    ) -> tuple[str | None, str | None, int, float]:
+        """(experiment, variant, template version, open-rate factor) of one notification. With
+        experiment definitions, exposure is what dispatch would decide (experiments.definitions.exposure:
+        running window, layer, holdout, segment, sticky assignment) and the model's experiments only
+        give the variants' true effects; without, the model's experiments split recipients by bucket."""
+        if self.definitions is not None:
+            found = exposure(*self.definitions, tenant.tenant_id, template.template_id, recipient, t0)
+            if found is None:
+                return None, None, template.version, 1.0
+            defn, spec = found
+            return defn.id, spec.name, spec.template_version, self.effects.get((defn.id, spec.name), 1.0)
+        experiment = self.experiments.get(template.template_id)
+        if experiment is None:
+            return None, None, template.version, 1.0
+        variant, factor = experiment.variants[bucket % len(experiment.variants)]
+        return experiment.experiment_id, variant, template.version, factor
 
     def play(self, life: _Lifecycle, profile: ChannelProfile, offset_s: float, t0: int) -> None:
         uniform, model = self.rng.random, self.model

@@ -27,6 +27,7 @@ from herald.errors import ConfigError
 from simulator.badinput import DEFAULT_MAX_BYTES, BadMessage, iter_bad_messages
 from simulator.model import (
     DEFAULT_MODEL,
+    ExperimentSet,
     Notification,
     TrafficModel,
     generate,
@@ -134,6 +135,7 @@ def simulate(
     sleep: Callable[[float], None] = time.sleep,
     live: bool = False,
     speedup: float = 1.0,
+    experiments: ExperimentSet | None = None,
 ) -> SimulationSummary:
     """Emit ``duration_s`` seconds of traffic requested at ``rate_per_s`` notifications per second.
 
@@ -148,7 +150,8 @@ def simulate(
     end (lifecycles still open then are cut, as at any moment of real traffic). ``speedup`` runs
     the simulated clock that many times faster than the wall clock (60: an hour in a minute),
     ``math.inf`` as fast as possible; event-time consumers such as the alert monitor see the same
-    stream at any speed.
+    stream at any speed. ``experiments`` (definitions and their segments) exposes notifications to
+    experiments as dispatch would (see simulator.model._Generator.expose).
     """
     if invalid_every < 0 or duration_s < 0:
         raise ConfigError("invalid_every and duration_s must not be negative")
@@ -159,7 +162,9 @@ def simulate(
     chosen = _scenario(scenario, duration_s, model)
     every = invalid_every or (BAD_INPUT_EVERY if chosen.bad_input else 0)
     tally = _Tally(emitter, iter_bad_messages(seed, max_bytes))
-    notifications = generate_notifications(model, start, rate, duration_s, seed, scenario=chosen)
+    notifications = generate_notifications(
+        model, start, rate, duration_s, seed, scenario=chosen, experiments=experiments
+    )
     steps = _live_steps(notifications, start, duration_s) if live else notifications
     began = last_report = clock()
     for offset_s, events in steps:

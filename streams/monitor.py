@@ -18,6 +18,9 @@ Delivery: each change goes to ``herald.ops.alerts.v1`` (Avro, acks=all, idempote
 first, then to the ``alerts`` table; a checkpoint is written only when both are done. A crash
 between the two re-decides the minutes since the checkpoint and emits the same changes again (ids
 are deterministic): at-least-once on the topic, folded to once in the table (ReplacingMergeTree).
+
+The leader also runs the group's periodic jobs (:class:`LeaderJob`, e.g. the experiments' statistics
+and the segment snapshots of streams/experiments.py), so they run once per group, not once per worker.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -103,6 +106,18 @@ def load_state(value: bytes) -> AlertMonitor | None:
     return monitor
 
 
+class LeaderJob(Protocol):
+    """Periodic work one worker of the group does: the monitor's leader runs it every ``interval_s``
+    (streams/experiments.py has the experiments' statistics and the segment snapshots)."""
+
+    name: str
+    interval_s: float
+
+    def run(self) -> int: ...
+    def status(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class AlertLinks:
     dashboard_base: str
@@ -118,8 +133,12 @@ class AlertMonitorService:
         links: AlertLinks,
         clock: Callable[[], float] = time.time,
         policy: LoadedPolicy | None = None,
+        jobs: tuple[LeaderJob, ...] = (),
     ) -> None:
         self.settings = settings
+        self.jobs = jobs
+        self._job_due = dict.fromkeys((job.name for job in jobs), 0.0)
+        self.job_errors: dict[str, str] = {}
         self.policy = policy
         self._next_sla_check = 0.0
         self.warehouse = warehouse
@@ -194,6 +213,7 @@ class AlertMonitorService:
             "published": len(self.alerts.published),
             "pending": self.alerts.pending,
             "last_error": self.last_error,
+            "jobs": {job.name: {**job.status(), "error": self.job_errors.get(job.name)} for job in self.jobs},
         }
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -230,12 +250,29 @@ class AlertMonitorService:
                 except Exception as exc:  # the warehouse or broker may be briefly away: retry next step
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("monitor.step_failed", error=self.last_error)
+                self._run_jobs()
         finally:
+            for job in self.jobs:
+                job.close()
             if self.leading and self.monitor is not None and not self.alerts.unsent:
                 self._checkpoint(force=True)
             self._producer.flush(10)
             self.alerts.close()
             self._consumer.close()
+
+    def _run_jobs(self) -> None:
+        """The leader's periodic jobs that are due; one failing does not stop the others."""
+        for job in self.jobs:
+            if self._clock() < self._job_due[job.name] or self._stop.is_set():
+                continue
+            self._job_due[job.name] = self._clock() + job.interval_s
+            try:
+                job.run()
+                self.job_errors.pop(job.name, None)
+            except Exception as exc:  # retried on the job's next turn
+                self.job_errors[job.name] = f"{type(exc).__name__}: {exc}"
+                log.warning("monitor.job_failed", job=job.name, error=self.job_errors[job.name])
+            self._consumer.poll(0)
 
     def _restore(self) -> bool:
         """Resume from the newest checkpoint once the state partition is read to its end (the

@@ -16,6 +16,7 @@ MONITOR_STATE = "herald.ops.monitor-state.v1"  # compacted, one partition: the a
 DISPATCH_REQUESTS = "herald.dispatch.requests.v1"  # key: tenant_id; value: dispatch_requested.avsc
 DISPATCH_STATE = "herald.dispatch.state.v1"  # compacted; key: tenant_id, same partition as its requests
 DISPATCH_DEAD_LETTER = "herald.dispatch.dlq.v1"  # refused requests, original bytes + headers
+EXPERIMENT_STATUS = "herald.experiments.status.v1"  # compacted; key: tenant/experiment; value: JSON status
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,10 @@ class Topics:
         return self._name(DISPATCH_DEAD_LETTER)
 
     @property
+    def experiment_status(self) -> str:
+        return self._name(EXPERIMENT_STATUS)
+
+    @property
     def dispatch_group(self) -> str:
         """The dispatch agents' group: a tenant's requests, and so its limits, belong to one worker."""
         return self._name("herald-dispatch")
@@ -107,6 +112,10 @@ class Topics:
                 (("cleanup.policy", "compact"), ("max.message.bytes", str(16 * 1024 * 1024))),
             ),
             TopicSpec(self.dispatch_dead_letter, (("retention.ms", str(90 * 86_400_000)),)),
+            TopicSpec(
+                self.experiment_status,
+                (("cleanup.policy", "compact"), ("max.message.bytes", str(4 * 1024 * 1024))),
+            ),
         )
 
 

@@ -26,7 +26,8 @@ from providers.endpoints import adapters_for, load_endpoints
 from schemas.codec import lifecycle_codec
 from streams.app import create_app
 from streams.dispatch_agent import DispatchAgent
-from streams.monitor import AlertLinks, AlertMonitorService
+from streams.experiments import ExperimentsJob, SegmentSnapshotJob
+from streams.monitor import AlertLinks, AlertMonitorService, LeaderJob
 from streams.pipeline import DeadLetterSink, IngestPipeline
 from streams.sink import WarehouseSink
 from streams.topics import ensure_topics
@@ -79,7 +80,9 @@ def open_warehouse(settings: Settings) -> Warehouse:
 @dataclass
 class Agents:
     """The worker's background agents beside the warehouse sink: the alert monitor (unless
-    HERALD_ALERTS_ENABLED=false) and the dispatch agent (when HERALD_PROVIDERS_FILE names providers)."""
+    HERALD_ALERTS_ENABLED=false), whose leader also runs the segment snapshots and, with
+    HERALD_EXPERIMENTS_FILE, the experiments' statistics; and the dispatch agent (when
+    HERALD_PROVIDERS_FILE names providers)."""
 
     monitor: AlertMonitorService | None = None
     dispatch: DispatchAgent | None = None
@@ -96,8 +99,20 @@ class Agents:
     ) -> None:
         public = (settings.public_url or api_url).rstrip("/")
         links = AlertLinks(public, settings.runbook_base_url or public + LOCAL_RUNBOOK_BASE)
+        segments = experiments[1] if experiments else load_segments(settings.segments)
+        jobs: list[LeaderJob] = [SegmentSnapshotJob(warehouse, lambda: segments, settings.segment_snapshot_s)]
+        if experiments is not None:
+            loaded = experiments[0]
+            jobs.append(
+                ExperimentsJob(
+                    warehouse, bootstrap, settings.topics.experiment_status, lambda: loaded,
+                    settings.experiments_interval_s,
+                )
+            )  # fmt: skip
         if settings.alerts_enabled:
-            self.monitor = AlertMonitorService(settings, bootstrap, warehouse, links, policy=policy)
+            self.monitor = AlertMonitorService(
+                settings, bootstrap, warehouse, links, policy=policy, jobs=tuple(jobs)
+            )
             self.monitor.start()
         if endpoints is not None:
             timeout = settings.provider_timeout_s
