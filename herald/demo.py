@@ -8,16 +8,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import httpx
+import yaml
 
 from herald.errors import HeraldError
 from herald.local import bootstrap_servers, local_kafka, query_endpoint
-from herald.settings import Settings
+from herald.settings import BUNDLED_GUARDRAILS, Settings
 from herald.supervise import WorkerProcess
 from providers.local.process import LocalProvidersProcess
 from streams.emitter import Emitter
 from streams.lag import consumer_lag
 from streams.topics import ensure_topics, topic_size
+from web.auth import new_key
 
 Progress = Callable[[str], None]
 
@@ -29,10 +34,20 @@ class Stack:
     kafka_started: bool
     worker: WorkerProcess
     providers: LocalProvidersProcess | None = None
+    keys: dict[str, str] | None = None  # demo API keys by holder ("ops" is global) when it has keys
+
+    def sql(self, query: str) -> tuple[list[str], list[list[object]]]:
+        return query_endpoint(self.worker.api, query, api_key=(self.keys or {}).get("ops"))
 
     def sql_scalar(self, query: str) -> Any:
-        _, rows = query_endpoint(self.worker.api, query)
+        _, rows = self.sql(query)
         return rows[0][0] if rows else None
+
+    def api_get(self, path: str, holder: str) -> tuple[int, Any]:
+        """GET an API path with one of the demo keys: (status, JSON body)."""
+        keys = self.keys or {}
+        response = httpx.get(f"{self.worker.api}{path}", headers={"X-Api-Key": keys[holder]}, timeout=30)
+        return response.status_code, response.json()
 
     def wait_caught_up(self, progress: Progress | None = None, timeout: float = 600) -> float:
         """Block until the worker has committed every offset of the lifecycle topic; return seconds waited."""
@@ -74,9 +89,39 @@ class Stack:
             local_kafka(self.settings).stop()
 
 
-def start_stack(settings: Settings, *, with_providers: bool = False, **extra_env: str) -> Stack:
+DEMO_KEYS = (("ops", "*", "admin"), ("acme", "acme-home", "analyst"), ("brightfix", "brightfix", "analyst"))
+
+
+def demo_keys(settings: Settings) -> tuple[Path, dict[str, str]]:
+    """Fresh API keys for the demo: a global ops key and one analyst key per demo tenant. The keys
+    file (hashes only) is what the worker loads; the keys themselves go to demo-keys.txt (mode 600)
+    beside it, to paste into the dashboard."""
+    keys: dict[str, str] = {}
+    entries = []
+    for holder, tenant, role in DEMO_KEYS:
+        keys[holder], entry = new_key(f"demo-{holder}", tenant, role)  # type: ignore[arg-type]
+        entries.append(entry)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "demo-keys.yaml"
+    path.write_text(yaml.safe_dump({"keys": entries}, sort_keys=False))
+    plain = settings.data_dir / "demo-keys.txt"
+    plain.write_text(
+        "".join(f"{holder}\t{tenant}\t{role}\t{keys[holder]}\n" for holder, tenant, role in DEMO_KEYS)
+    )
+    plain.chmod(0o600)
+    return path, keys
+
+
+def start_stack(
+    settings: Settings,
+    *,
+    with_providers: bool = False,
+    keys: dict[str, str] | None = None,
+    **extra_env: str,
+) -> Stack:
     """Local Kafka (unless one is configured) and a worker; with ``with_providers`` also the four
-    local delivery providers, which the worker's dispatch agent then sends through."""
+    local delivery providers, which the worker's dispatch agent then sends through. ``keys`` are the
+    demo keys the worker's keys file (HERALD_API_KEYS_FILE in ``extra_env``) holds."""
     bootstrap, started = bootstrap_servers(settings, start=True)
     ensure_topics(bootstrap, settings.partitions, settings.replication_factor, settings.topics)
     env = {
@@ -103,7 +148,7 @@ def start_stack(settings: Settings, *, with_providers: bool = False, **extra_env
         if started:
             local_kafka(settings).stop()
         raise
-    return Stack(settings, bootstrap, started, worker, providers)
+    return Stack(settings, bootstrap, started, worker, providers, keys)
 
 
 def run_counts_demo(
@@ -181,11 +226,23 @@ def run_traffic_demo(
     """Live traffic (every event at its own time, in order) for ``duration_s`` simulated seconds,
     ``speedup`` times faster than real time, with the scenario's injected incident; waits until the
     warehouse and the alert monitor have seen everything, then reports traffic and alerts."""
+    from experiments.definitions import load_experiments
+    from policies.segments import load_segments
     from simulator.run import simulate
 
+    experiments_file = settings.experiments_file or BUNDLED_GUARDRAILS.with_name("experiments.yaml")
+    segments = load_segments(settings.segments)
+    experiments = (load_experiments(experiments_file, segments), segments)
+    keys_file, keys = demo_keys(settings)
     stack = start_stack(
         settings,
         with_providers=with_dispatch,
+        keys=keys,
+        HERALD_API_KEYS_FILE=str(keys_file.resolve()),
+        HERALD_EXPERIMENTS_FILE=str(experiments_file.resolve()),
+        HERALD_SEGMENTS_FILE=str(settings.segments.resolve()),
+        HERALD_EXPERIMENTS_INTERVAL_S="2",
+        HERALD_SEGMENT_SNAPSHOT_S="60",
         HERALD_ALERT_GRACE_MINUTES=str(grace_minutes),
         HERALD_ALERT_LATENESS_S=str(min(settings.alert_lateness_s, 5.0)),
     )
@@ -221,15 +278,18 @@ def run_traffic_demo(
             progress_every_s=2.0,
             live=True,
             speedup=speedup,
+            experiments=experiments,
         )
         stack.wait_caught_up(progress)
+        caught_up_at = time.time()
         last_closed = start + timedelta(seconds=duration_s) - timedelta(minutes=1)
         stack.wait_monitor(last_closed.replace(second=0, microsecond=0), progress)
         elapsed = time.monotonic() - t0
         # What the monitor made of the simulated hours, read before the dispatch part: the simulated
         # tenants fall silent from here on, which later minutes would rightly report as volume drops.
-        columns, rows = query_endpoint(stack.worker.api, TENANT_SUMMARY)
-        alert_columns, alert_rows = query_endpoint(stack.worker.api, ALERTS_REPORT)
+        columns, rows = stack.sql(TENANT_SUMMARY)
+        alert_columns, alert_rows = stack.sql(ALERTS_REPORT)
+        results = experiment_results(stack, caught_up_at, progress)
         alert_changes = topic_size(stack.bootstrap, settings.topics.alerts)
         warehouse_events = int(stack.sql_scalar("SELECT count() FROM events"))
         dispatch = None
@@ -264,9 +324,11 @@ def run_traffic_demo(
                 for w in summary.windows
             ],
             "alerts": [dict(zip(alert_columns, row, strict=True)) for row in alert_rows],
+            "experiments": results,
             "dispatch_drill": dispatch,
             "tenants": [dict(zip(columns, row, strict=True)) for row in rows],
             "dashboard": f"{stack.worker.api}/dashboard",
+            "api_keys": str((settings.data_dir / "demo-keys.txt").resolve()),
             "data_dir": str(settings.data_dir.resolve()),
         }
     finally:
@@ -275,14 +337,87 @@ def run_traffic_demo(
         stack.stop()
 
 
+DEMO_EXPERIMENTS = (("acme", "acme-home", "subject-line-test"), ("brightfix", "brightfix", "push-copy-test"))
+
+
+def experiment_results(
+    stack: Stack, after: float, progress: Progress | None, timeout: float = 120
+) -> dict[str, Any]:
+    """The demo experiments as each tenant's key sees them through the API, once the leader's
+    experiments job has run on everything ingested; and what each key gets for the other tenant's."""
+    started = time.monotonic()
+    while True:
+        jobs = (stack.worker.health().get("monitor") or {}).get("jobs") or {}
+        last = (jobs.get("experiments") or {}).get("last_run_at")
+        if last and last > after:
+            break
+        if time.monotonic() - started > timeout:
+            raise HeraldError(f"the experiments job has not run after {timeout}s: {jobs}")
+        if progress:
+            progress("waiting for the experiments job")
+        time.sleep(0.5)
+    found: dict[str, Any] = {}
+    for holder, tenant, experiment in DEMO_EXPERIMENTS:
+        status, body = stack.api_get(f"/api/v1/tenants/{tenant}/experiments/{experiment}", holder)
+        if status != 200:
+            raise HeraldError(f"{holder} key got {status} for its own experiment {experiment}: {body}")
+        other = next(h for h, _, _ in DEMO_EXPERIMENTS if h != holder)
+        foreign, _ = stack.api_get(f"/api/v1/tenants/{tenant}/experiments/{experiment}", other)
+        stored = stack.sql_scalar(
+            f"SELECT count(DISTINCT computed_at) FROM experiment_results WHERE experiment_id = '{experiment}'"
+        )
+        found[experiment] = {
+            "tenant": tenant,
+            "report": body,
+            "other_tenant_key": foreign,
+            "computations": stored,
+        }
+    found["status_messages"] = topic_size(stack.bootstrap, stack.settings.topics.experiment_status)
+    return found
+
+
 def _clock(iso: str | None) -> str:
     return iso[11:16] if iso else "--:--"
+
+
+def _pct(value: Any) -> str:
+    return "  n/a" if value is None else f"{value * 100:+.1f}%"
+
+
+def _render_experiments(experiments: dict[str, Any], dashboard: str) -> list[str]:
+    lines = [
+        f"  experiments (YAML, exposed as dispatch would; status messages {experiments['status_messages']}):"
+    ]
+    for experiment, found in experiments.items():
+        if experiment == "status_messages":
+            continue
+        report = found["report"]
+        counts = ", ".join(f"{v['name']} {v['exposed']}" for v in report["variants"])
+        lines.append(
+            f"    {experiment} ({found['tenant']}, {report['template']}): exposed {counts}; "
+            f"{found['computations']} computations stored; the other tenant's key gets "
+            f"HTTP {found['other_tenant_key']}"
+        )
+        for metric, result in report["metrics"].items():
+            if result.get("status") != "ok":
+                lines.append(f"      {metric:<17} {result.get('status')}")
+                continue
+            srm = result["srm_p_value"]
+            for row in result["results"]:
+                lines.append(
+                    f"      {metric:<17} {row['variant']} vs control {_pct(row['relative_effect'])}, "
+                    f"always-valid CI [{_pct(row.get('seq_ci_low'))}, {_pct(row.get('seq_ci_high'))}], "
+                    f"{row.get('seq_decision')}, chance to win {row['chance_to_win']:.2f}, "
+                    f"SRM p {'n/a' if srm is None else format(srm, '.3f')}"
+                )
+        lines.append(f"      page: {dashboard}/experiments/{experiment}?tenant={found['tenant']}")
+    return lines
 
 
 def render_report(report: dict[str, Any]) -> str:
     lines = ["", "Herald demo"]
     for key, value in report.items():
-        if key not in ("tenants", "anomaly_windows", "alerts", "dispatch_drill"):
+        if key not in ("tenants", "anomaly_windows", "alerts", "dispatch_drill", "experiments"):
             lines.append(f"  {key:<24} {value}")
     if report.get("anomaly_windows"):
         lines.append("  injected anomalies:")
@@ -302,6 +437,8 @@ def render_report(report: dict[str, Any]) -> str:
             )
             lines.append(f"      runbook:   {a['runbook_url']}")
             lines.append(f"      dashboard: {a['dashboard_url']}")
+    if report.get("experiments"):
+        lines.extend(_render_experiments(report["experiments"], report.get("dashboard", "")))
     if report.get("dispatch_drill"):
         d = report["dispatch_drill"]
         lines.append("  dispatch through the local providers (primaries killed, then restored):")
