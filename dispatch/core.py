@@ -49,6 +49,7 @@ from urllib.parse import urlencode
 from analytics.runbooks import runbook_url
 from experiments.definitions import LoadedExperiments, exposure
 from policies.breaker import BreakerTransition
+from policies.engagement import EngagementProfile
 from policies.limits import BudgetAlert, Decision, DispatchRequest, DispatchState, evaluate_dispatch
 from policies.loader import LoadedPolicy
 from policies.models import Priority
@@ -115,7 +116,19 @@ class Dispatcher:
         self.__dict__.update(state)
         self.experiments, self.segments = None, {}
 
-    def _expose(self, record: dict[str, Any], now_ms: int) -> None:
+    def needs_profile(self, record: Mapping[str, Any], now_ms: int) -> bool:
+        """Whether a running experiment on this request's tenant and template targets a segment
+        that reads the engagement history (then pass the recipient's profile to :meth:`decide`)."""
+        if self.experiments is None:
+            return False
+        return any(
+            d.tenant == record["tenant_id"] and d.template == record.get("template_id")
+            and d.segment is not None and d.running_at(now_ms)
+            and (segment := self.segments.get(d.segment)) is not None and segment.reads_engagement
+            for d in self.experiments.definitions.values()
+        )  # fmt: skip
+
+    def _expose(self, record: dict[str, Any], now_ms: int, profile: EngagementProfile | None) -> None:
         """The exposure: the first running experiment on this tenant and template that the recipient is
         in sets the variant's template version and names experiment and variant on the record, so the
         DISPATCHED event (and every later one) carries them. Sticky: assignment depends only on the
@@ -124,7 +137,7 @@ class Dispatcher:
             return
         found = exposure(
             self.experiments, self.segments, record["tenant_id"], str(record.get("template_id")),
-            record["recipient"], now_ms,
+            record["recipient"], now_ms, profile,
         )  # fmt: skip
         if found is not None:
             defn, spec = found
@@ -145,8 +158,16 @@ class Dispatcher:
         entry = self.ledger.get(request_id)
         return entry.status if entry else None
 
-    def decide(self, record: Mapping[str, Any], now_ms: int, *, unsubscribed: bool = False) -> Step:
-        """Decide a request (new, or deferred earlier); a request already decided gives no step."""
+    def decide(
+        self,
+        record: Mapping[str, Any],
+        now_ms: int,
+        *,
+        unsubscribed: bool = False,
+        profile: EngagementProfile | None = None,
+    ) -> Step:
+        """Decide a request (new, or deferred earlier); a request already decided gives no step.
+        ``profile`` is the recipient's engagement, for experiment segments that read it."""
         request_id = str(record["request_id"])
         entry = self.ledger.get(request_id)
         if entry is not None and entry.status != "deferred":
@@ -174,7 +195,7 @@ class Dispatcher:
             assert decision.defer_until is not None
             return Step(events, defer_until_ms=int(decision.defer_until * 1000), decision=decision)
         assert decision.provider is not None
-        self._expose(entry.record, now_ms)
+        self._expose(entry.record, now_ms, profile)
         attempt = self._dispatch(entry, decision.provider, decision.failover, now_ms)
         events.append(self._dispatched(entry, attempt, decision.reason, decision.policy_version))
         return Step(events, attempt, decision=decision)

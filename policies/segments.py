@@ -23,7 +23,7 @@ from herald.errors import ConfigError
 from herald.yaml_files import read_yaml
 from policies.engagement import EngagementProfile
 from policies.segment_parser import parse_rule
-from policies.segment_rules import ATTRIBUTES, FUNCTIONS, Condition, RuleError
+from policies.segment_rules import ATTRIBUTES, FUNCTIONS, Compare, Condition, Junction, Not, RuleError
 
 __all__ = [
     "ATTRIBUTES",
@@ -52,7 +52,7 @@ class SegmentDefinition(BaseModel):
 class _SegmentFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    segments: list[SegmentDefinition]
+    segments: list[dict[str, Any]]  # each entry is checked by Segment.from_data
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +76,42 @@ class Segment:
             raise ConfigError(f"segment {name}: {_first_problem(exc)}") from None
         return cls(definition, parse_rule(rule, name))
 
+    @classmethod
+    def from_data(cls, data: Any) -> Segment:
+        """A segment from its mapping ``{name, description, rule}`` (a file entry, an API body) with the
+        checks of :func:`load_segments`; raises ConfigError ``field: reason`` for the first problem.
+
+        >>> Segment.from_data({"name": "gold", "rule": 'tier == "gold"'}).name
+        'gold'
+        >>> Segment.from_data({"name": "Gold", "rule": "true"})
+        Traceback (most recent call last):
+        ...
+        herald.errors.ConfigError: name: String should match pattern '^[a-z0-9][a-z0-9_-]{0,63}$'
+        """
+        try:
+            definition = SegmentDefinition.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_first_problem(exc)) from None
+        try:
+            return cls(definition, parse_rule(definition.rule, definition.name))
+        except RuleError as exc:
+            raise ConfigError(f"rule: {exc}") from None
+
     @property
     def name(self) -> str:
         """The segment's stable name."""
         return self.definition.name
+
+    @property
+    def reads_engagement(self) -> bool:
+        """Whether the rule reads the engagement history (so a caller must look the profile up).
+
+        >>> Segment.parse("a", 'tier == "gold"').reads_engagement
+        False
+        >>> Segment.parse("b", 'tier == "gold" and not opened_within(30d)').reads_engagement
+        True
+        """
+        return _reads_engagement(self.condition)
 
     def matches(self, recipient: Mapping[str, Any], profile: EngagementProfile | None, now_ms: int) -> bool:
         """Whether the recipient (contract attributes) with this engagement is in the segment at now_ms.
@@ -87,6 +119,16 @@ class Segment:
         A recipient without a profile has zero counts and never opened, clicked or replied.
         """
         return self.condition.evaluate(recipient, profile if profile is not None else _EMPTY, now_ms)
+
+
+def _reads_engagement(condition: Condition) -> bool:
+    if isinstance(condition, Compare):
+        return condition.attribute.kind != "text"
+    if isinstance(condition, Not):
+        return _reads_engagement(condition.operand)
+    if isinstance(condition, Junction):
+        return any(_reads_engagement(o) for o in condition.operands)
+    return False
 
 
 def _first_problem(exc: ValidationError) -> str:
@@ -110,12 +152,12 @@ def load_segments(path: str | Path) -> dict[str, Segment]:
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_first_problem(exc)}") from None
     segments: dict[str, Segment] = {}
-    for i, definition in enumerate(parsed.segments):
-        if definition.name in segments:
-            raise ConfigError(f"{path}: segments[{i}].name: duplicate segment name {definition.name!r}")
+    for i, entry in enumerate(parsed.segments):
         try:
-            condition = parse_rule(definition.rule, definition.name)
-        except RuleError as exc:
-            raise ConfigError(f"{path}: segments[{i}].rule: {exc}") from None
-        segments[definition.name] = Segment(definition, condition)
+            segment = Segment.from_data(entry)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: segments[{i}].{exc}") from None
+        if segment.name in segments:
+            raise ConfigError(f"{path}: segments[{i}].name: duplicate segment name {segment.name!r}")
+        segments[segment.name] = segment
     return segments

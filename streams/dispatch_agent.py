@@ -49,8 +49,10 @@ from experiments.definitions import LoadedExperiments
 from herald.errors import DecodeError
 from herald.settings import Settings
 from policies.breaker import CircuitBreaker
+from policies.engagement import EngagementProfile
 from policies.loader import LoadedPolicy
 from policies.segments import Segment
+from projections.engagement import read_profiles
 from projections.warehouse import Warehouse
 from providers.base import ProviderAdapter
 from schemas.codec import AvroCodec, request_codec
@@ -137,6 +139,7 @@ class DispatchAgent:
         self.totals = DispatchTotals()
         self.crashed: BaseException | None = None
         self.alerts = AlertPublisher(bootstrap, self._topics.alerts, warehouse)
+        self._warehouse = warehouse
         self._experiments = experiments
         self._links = links
         self._alert_codec = AvroCodec.for_contract("alert_event")
@@ -335,11 +338,35 @@ class DispatchAgent:
         self._emitter.flush(30)
 
     # -- one batch ------------------------------------------------------------------------------
-    async def _batch(self, messages: list[Message], adapters: Mapping[str, ProviderAdapter]) -> None:
-        now_ms = int(self._clock() * 1000)
-        touched: set[str] = set()
-        attempts: list[tuple[str, Attempt, dict[str, Any]]] = []
-        last: dict[tuple[str, int], int] = {}
+    def _profiles(
+        self, decoded: list[tuple[dict[str, Any], Dispatcher]], now_ms: int
+    ) -> dict[tuple[str, str], EngagementProfile]:
+        """Engagement profiles (from the warehouse, one query per tenant) of the recipients whose
+        request an engagement-based experiment segment must judge; none when the warehouse is away
+        (the request is then judged as for a recipient without history, and the miss is logged)."""
+        wanted: dict[str, set[str]] = {}
+        for record, dispatcher in decoded:
+            if dispatcher.needs_profile(record, now_ms):
+                wanted.setdefault(str(record["tenant_id"]), set()).add(str(record["recipient"]["id"]))
+        found: dict[tuple[str, str], EngagementProfile] = {}
+        if not wanted or self._warehouse is None:
+            return found
+        for tenant, ids in wanted.items():
+            try:
+                for recipient_id, _, profile in read_profiles(self._warehouse, tenant, sorted(ids)):
+                    found[(tenant, recipient_id)] = profile
+            except Exception as exc:  # the warehouse is briefly away: judge without history
+                log.warning(
+                    "dispatch.profiles_unavailable", tenant=tenant, error=f"{type(exc).__name__}: {exc}"
+                )
+        return found
+
+    def _decoded(
+        self, messages: list[Message], last: dict[tuple[str, int], int]
+    ) -> list[tuple[dict[str, Any], Dispatcher]]:
+        """The batch's valid requests with their tenant's dispatcher; the rest go to the dead-letter
+        topic. Notes each partition's newest offset in ``last``."""
+        decoded: list[tuple[dict[str, Any], Dispatcher]] = []
         for m in messages:
             err = m.error()
             if err is not None:
@@ -358,10 +385,21 @@ class DispatchAgent:
                 self._dead_letters.send([letter])
                 self.totals.dead_letters += 1
                 continue
-            tenant = str(record["tenant_id"])
+            decoded.append((record, self._dispatcher(str(record["tenant_id"]), m.partition() or 0)))
+        return decoded
+
+    async def _batch(self, messages: list[Message], adapters: Mapping[str, ProviderAdapter]) -> None:
+        now_ms = int(self._clock() * 1000)
+        touched: set[str] = set()
+        attempts: list[tuple[str, Attempt, dict[str, Any]]] = []
+        last: dict[tuple[str, int], int] = {}  # (topic, partition) -> newest offset in the batch
+        decoded = self._decoded(messages, last)
+        profiles = self._profiles(decoded, now_ms)
+        for record, owner in decoded:
             self.totals.requests += 1
-            step = self._dispatcher(tenant, m.partition() or 0).decide(record, now_ms)
-            self._take(tenant, record, step, touched, attempts)
+            recipient = (str(record["tenant_id"]), str(record["recipient"]["id"]))
+            step = owner.decide(record, now_ms, profile=profiles.get(recipient))
+            self._take(recipient[0], record, step, touched, attempts)
         while self._timers and self._timers[0][0] <= now_ms:  # deferred requests now due
             _, tenant, request_id = heapq.heappop(self._timers)
             dispatcher = self.tenants.get(tenant)

@@ -252,3 +252,30 @@ def test_routed_requests_are_exposed_to_running_experiments_stickily_and_only_in
     assert again["variant"] == gold[7]["variant"]
     silver = dispatched(1001, "r-8", "silver")
     assert (silver["experiment_id"], silver["variant"], silver["template_version"]) == (None, None, 3)
+
+
+def test_an_engagement_segment_is_judged_on_the_profile_the_caller_passes(loaded: LoadedPolicy) -> None:
+    """A segment reading the history (opened in the last 7 days) needs the recipient's profile:
+    the dispatcher says so, exposes a recent opener and leaves out one without history."""
+    from experiments.definitions import load_experiments_text
+    from policies.engagement import EngagementProfile
+    from policies.segments import Segment
+
+    segments = {"gold": Segment.parse("gold", 'tier == "gold" and opened_within(7d)')}
+    d = Dispatcher(loaded)
+    d.use_experiments(load_experiments_text(EXPERIMENT, segments, source="exp.yaml"), segments)
+    base = {**example_request()["recipient"], "tier": "gold"}
+    recent = EngagementProfile(delivered=3, opened=1, last_open=T0 - 86_400_000)
+    stale = EngagementProfile(delivered=3, opened=1, last_open=T0 - 30 * 86_400_000)
+
+    def variant(n: int, profile: EngagementProfile | None) -> str | None:
+        record = request(n, recipient={**base, "id": f"r-{n}"})
+        assert d.needs_profile(record, T0)
+        step = d.decide(record, T0, profile=profile)
+        return next(e["variant"] for e in step.events if e["event_type"] == "DISPATCHED")
+
+    assert variant(1, recent) in {"control", "v4"}
+    assert variant(2, stale) is None
+    assert variant(3, None) is None  # no history: never opened
+    other = request(4, template_id="something-else")
+    assert not d.needs_profile(other, T0)
