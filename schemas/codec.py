@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from herald.errors import DecodeError, EmitError
+from schemas.fast_reader import Reader, UnsupportedSchemaError, compile_reader
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
@@ -56,6 +58,11 @@ class AvroCodec:
 
     def __init__(self, current: Mapping[str, Any], history: Iterable[Mapping[str, Any]] = ()) -> None:
         self._reader = fastavro.parse_schema(dict(current))
+        self._fast: Reader | None
+        try:  # records written with the current schema: a reader generated for it (schemas/fast_reader.py)
+            self._fast = compile_reader(dict(current))
+        except UnsupportedSchemaError:
+            self._fast = None
         self.fingerprint = schema_fingerprint(current)
         self._writers: dict[bytes, Any] = {self.fingerprint: self._reader}
         for old in history:
@@ -91,6 +98,14 @@ class AvroCodec:
             raise DecodeError(
                 "unknown_schema", f"unknown writer schema fingerprint {data[2:HEADER_LEN].hex()}"
             )
+        if writer is self._reader and self._fast is not None:
+            try:
+                record, end = self._fast(data, HEADER_LEN)
+            except (IndexError, ValueError, UnicodeDecodeError, OverflowError, struct.error) as exc:
+                raise DecodeError("malformed", f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
+            if end != len(data):
+                raise DecodeError("malformed", f"{len(data) - end} trailing bytes after the Avro body")
+            return record  # type: ignore[no-any-return]  # a dict: the reader builds records
         buf = io.BytesIO(data)
         buf.seek(HEADER_LEN)
         try:
