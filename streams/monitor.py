@@ -4,7 +4,8 @@ Runs as a thread in every worker; one of them leads. Leadership and state share 
 the monitor-state topic has a single compacted partition and the workers' monitor consumers form
 one group on it, so exactly one worker is assigned the partition at a time. On assignment that
 worker reads the partition to its end and resumes from the last checkpoint in it (the pickled
-:class:`analytics.monitor.AlertMonitor`: detectors, open alerts, cursor); with none it starts
+:class:`analytics.monitor.AlertMonitor`: detectors, open alerts, cursor, in chunks named by a
+manifest, see :func:`checkpoint_messages`); with none it starts
 fresh and learns the warehouse history first. When the leader dies, its session expires and another
 worker takes the partition and the same checkpoint: models survive restarts and failover.
 
@@ -26,6 +27,7 @@ and the segment snapshots of streams/experiments.py), so they run once per group
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import threading
 import time
@@ -53,6 +55,8 @@ log = structlog.get_logger("herald.monitor")
 
 STATE_KEY = b"monitor"
 STATE_FORMAT = b"herald-monitor-v1:"  # prefix of a checkpoint: format tag, then zlib(pickle(monitor))
+MANIFEST_FORMAT = b"herald-monitor-manifest-v1:"  # STATE_KEY's value since checkpoints are chunked
+CHUNK_BYTES = 8 * 1024 * 1024  # well under the state topic's 64 MB message limit
 CHUNK_MINUTES = 240  # minutes read from the warehouse per query when catching up
 CHECKPOINT_EVERY_S = 10.0
 ACTIVE_PARTITION_S = 30.0  # a partition whose newest event was ingested longer ago does not hold minutes
@@ -118,6 +122,42 @@ class LeaderJob(Protocol):
     def close(self) -> None: ...
 
 
+def checkpoint_messages(blob: bytes, generation: str) -> list[tuple[bytes, bytes]]:
+    """A checkpoint as messages for the compacted state topic: the blob in chunks under keys
+    ``monitor/<generation>/<i>``, then the manifest under ``monitor`` naming the generation, the chunk
+    count and the blob's digest. The manifest comes last, so a reader never follows a manifest to
+    chunks that are not written yet; a checkpoint is thus not capped by the topic's message size.
+
+    >>> messages = checkpoint_messages(b"x" * 5, "g1")
+    >>> [key for key, _ in messages], assemble(dict(messages))
+    ([b'monitor/g1/0', b'monitor'], b'xxxxx')
+    """
+    chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
+    messages = [(f"monitor/{generation}/{i}".encode(), chunk) for i, chunk in enumerate(chunks)]
+    manifest = {"generation": generation, "chunks": len(chunks), "sha256": hashlib.sha256(blob).hexdigest()}
+    messages.append((STATE_KEY, MANIFEST_FORMAT + json.dumps(manifest).encode()))
+    return messages
+
+
+def assemble(values: dict[bytes, bytes]) -> bytes | None:
+    """The newest whole checkpoint among the state topic's latest values by key, or None (none yet,
+    or its chunks are missing or do not match the manifest's digest). A checkpoint from before
+    chunking (one message under ``monitor``) is returned as it is."""
+    head = values.get(STATE_KEY)
+    if not head or not head.startswith(MANIFEST_FORMAT):
+        return head or None
+    manifest = json.loads(head[len(MANIFEST_FORMAT) :])
+    keys = [f"monitor/{manifest['generation']}/{i}".encode() for i in range(manifest["chunks"])]
+    if any(key not in values for key in keys):
+        log.warning("monitor.checkpoint_incomplete", generation=manifest["generation"])
+        return None
+    blob = b"".join(values[key] for key in keys)
+    if hashlib.sha256(blob).hexdigest() != manifest["sha256"]:
+        log.warning("monitor.checkpoint_corrupt", generation=manifest["generation"])
+        return None
+    return blob
+
+
 @dataclass(frozen=True)
 class AlertLinks:
     dashboard_base: str
@@ -174,13 +214,15 @@ class AlertMonitorService:
         self.monitor: AlertMonitor | None = None
         self.leading = False
         self._seen_offset = -1  # last state-partition offset read since this worker started leading
-        self._restored: bytes | None = None  # the newest checkpoint read so far
+        self._restored: dict[bytes, bytes] = {}  # state topic's latest value per key, read so far
+        self._chunk_keys: list[bytes] = []  # the chunks of the last checkpoint written
         self.alerts = AlertPublisher(bootstrap, self._topics.alerts, warehouse)
         self._delivery_errors: list[str] = []
         self._last_checkpoint = 0.0
         self._dirty = False
         self.watermark_ms: int | None = None
         self.checkpoint_minute_ms: int | None = None  # next_minute of the last checkpoint written
+        self.checkpoint_bytes = 0
         self.steps = 0
         self.last_error: str | None = None
 
@@ -210,6 +252,7 @@ class AlertMonitorService:
             "detectors": monitor.detector_count if monitor else 0,
             "open_alerts": len(monitor.open_alerts()) if monitor else 0,
             "checkpoint_next_minute": _iso(self.checkpoint_minute_ms),
+            "checkpoint_bytes": self.checkpoint_bytes,
             "published": len(self.alerts.published),
             "pending": self.alerts.pending,
             "last_error": self.last_error,
@@ -218,7 +261,7 @@ class AlertMonitorService:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions:
-            self.leading, self.monitor, self._seen_offset, self._restored = True, None, -1, None
+            self.leading, self.monitor, self._seen_offset, self._restored = True, None, -1, {}
             log.info("monitor.leading", worker=self.settings.worker_name)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -234,8 +277,11 @@ class AlertMonitorService:
                 message = self._consumer.poll(0.2)
                 if message is not None and message.error() is None and self.leading and self.monitor is None:
                     self._seen_offset = message.offset() or 0  # reading the checkpoints up to the end
-                    if message.key() == STATE_KEY and message.value():
-                        self._restored = message.value()
+                    key, value = message.key() or b"", message.value()
+                    if value:
+                        self._restored[key] = value
+                    else:  # a tombstone: an older checkpoint's chunk
+                        self._restored.pop(key, None)
                 if not self.leading or self._clock() < next_step:
                     continue
                 next_step = self._clock() + self.settings.monitor_interval_s
@@ -281,8 +327,10 @@ class AlertMonitorService:
         low, high = self._consumer.get_watermark_offsets(partition, timeout=10)
         if high > low and self._seen_offset < high - 1:
             return False  # still reading
-        self.monitor = load_state(self._restored) if self._restored else None
-        self._restored = None
+        blob = assemble(self._restored)
+        self._chunk_keys = [k for k in self._restored if k.startswith(b"monitor/")]
+        self.monitor = load_state(blob) if blob else None
+        self._restored = {}
         if self.monitor is None:
             return self._fresh()
         log.info("monitor.restored", next_minute=_iso(self.monitor.next_minute_ms))
@@ -451,15 +499,21 @@ class AlertMonitorService:
         if not force and now - self._last_checkpoint < CHECKPOINT_EVERY_S:
             return
         self._delivery_errors.clear()
-        self._producer.produce(
-            self._topics.monitor_state,
-            key=STATE_KEY,
-            value=dump_state(self.monitor),
-            on_delivery=self._on_delivery,
-        )
-        if self._producer.flush(30) == 0 and not self._delivery_errors:
+        messages = checkpoint_messages(dump_state(self.monitor), f"{int(now * 1000)}")
+        for key, value in messages:
+            self._producer.produce(
+                self._topics.monitor_state, key=key, value=value, on_delivery=self._on_delivery
+            )
+            self._producer.poll(0)
+        if self._producer.flush(60) == 0 and not self._delivery_errors:
             self._last_checkpoint, self._dirty = now, False
             self.checkpoint_minute_ms = self.monitor.next_minute_ms
+            written = [key for key, _ in messages if key != STATE_KEY]
+            for stale in self._chunk_keys:  # the previous checkpoint's chunks: compaction drops them
+                if stale not in written:
+                    self._producer.produce(self._topics.monitor_state, key=stale, value=None)
+            self._chunk_keys = written
+            self.checkpoint_bytes = sum(len(value) for _, value in messages)
 
     def _on_delivery(self, err: KafkaError | None, _msg: object) -> None:
         if err is not None:
