@@ -5,7 +5,7 @@ gets 403, with no data, for any other; a global (operator/admin) key reads every
 keys file every endpoint answers 503. ``/api/v1/alerts`` spans every tenant and so needs a global key.
 ``/api/v1/tenants/{tenant}/sla`` and ``/budgets`` also need the guardrails policy (SLA objectives, budget
 limits): 503 without. ``/failover`` shows every tenant the provider switches (global alerts, tenant ``*``)
-alongside its own dispatch decisions.
+alongside its own dispatch decisions. Experiments and segments are served by web/experiments_api.py.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the dependency aliases defined inside
@@ -19,9 +19,8 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from experiments.definitions import LoadedExperiments
 from policies.loader import LoadedPolicy
-from projections import experiment_queries, queries
+from projections import queries
 from projections.queries import AlertStatus, Bucket, FilterError, FilterParams, Filters
 from projections.warehouse import Warehouse
 from web.auth import TENANT_PATTERN, ApiAuth, Principal, Role, forbid
@@ -36,7 +35,6 @@ now. ``status`` is ``open`` or ``resolved``; ``resolved_at`` is null while the a
 ms, ``volume`` in messages per minute. ``runbook_url`` is the runbook of the alert's metric and kind,
 ``dashboard_url`` the delivery dashboard filtered to the alert's tenant, channel and provider."""
 NO_POLICY = "no guardrails policy loaded"
-NO_EXPERIMENTS = "no experiments loaded (HERALD_EXPERIMENTS_FILE)"
 SLA_DESCRIPTION = """One entry per SLA objective of the tenant in the loaded guardrails policy
 (``{"objectives": []}`` for a tenant without any), each with the policy's ``channel``, ``target``,
 ``latency_ms``, ``window_days`` and ``policy_version``, and its status now (policies.sla.evaluate_sla):
@@ -102,7 +100,6 @@ def analytics_router(  # noqa: PLR0915 - one short nested function per endpoint
     auth: ApiAuth,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     policy: LoadedPolicy | None = None,
-    experiments: LoadedExperiments | None = None,
 ) -> APIRouter:
     """The /api/v1 router over ``warehouse``, guarded by ``auth``; ``clock`` defaults the time range;
     ``policy`` holds the tenants' SLA objectives and budgets (None: /sla and /budgets answer 503)."""
@@ -256,49 +253,6 @@ def analytics_router(  # noqa: PLR0915 - one short nested function per endpoint
         if policy is None:
             raise HTTPException(status_code=503, detail=NO_POLICY)
         return queries.budgets(warehouse, tenant, policy.policy, policy.version, clock())
-
-    @router.get("/tenants/{tenant}/experiments", summary="The tenant's experiments (loaded definitions)")
-    def tenant_experiments(tenant: Tenant) -> dict[str, Any]:
-        if experiments is None:
-            raise HTTPException(status_code=503, detail=NO_EXPERIMENTS)
-        now_ms = int(clock().timestamp() * 1000)
-        found = [d for d in experiments.definitions.values() if d.tenant == tenant]
-        return {
-            "tenant": tenant,
-            "version": experiments.version,
-            "experiments": [
-                {"experiment_id": d.id, "template": d.template, "running": d.running_at(now_ms),
-                 "start": d.start.isoformat(), "stop": d.stop.isoformat(), "primary_metric": d.primary_metric,
-                 "variants": [v.name for v in d.variants]}
-                for d in found
-            ],
-        }  # fmt: skip
-
-    @router.get(
-        "/tenants/{tenant}/experiments/{experiment_id}",
-        summary="An experiment's live results: exposures and conversions per variant, effects, CIs",
-        description="Per variant the notifications exposed at dispatch (DISPATCHED carrying the "
-        "experiment) and how many of them were delivered, opened, clicked, replied to, unsubscribed; per "
-        "proportion metric (primary, then guardrails) every variant against the control with the "
-        "relative effect, p-value, always-valid sequential CI, chance to beat control, the "
-        "sample-ratio-mismatch check and the sample still needed for the MDE (experiments/analyze.py). "
-        "Intent to treat: the unit is the exposed notification. 404 for another tenant's or an unknown "
-        "experiment.",
-    )
-    def experiment(
-        tenant: Tenant,
-        experiment_id: Annotated[str, PathParam(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")],
-    ) -> dict[str, Any]:
-        if experiments is None:
-            raise HTTPException(status_code=503, detail=NO_EXPERIMENTS)
-        defn = experiments.definitions.get(experiment_id)
-        if defn is None or defn.tenant != tenant:
-            raise HTTPException(
-                status_code=404, detail=f"no experiment {experiment_id!r} for tenant {tenant!r}"
-            )
-        key = (tenant, experiment_id)
-        stats = experiment_queries.variant_stats(warehouse, [key])[key]
-        return experiment_queries.experiment_report(defn, stats, int(clock().timestamp() * 1000))
 
     @router.get(
         "/alerts",

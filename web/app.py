@@ -6,7 +6,7 @@ import datetime as dt
 import decimal
 import ipaddress
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
@@ -16,13 +16,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, Field
 
 from experiments.definitions import LoadedExperiments
+from experiments.registry import FileDefinitions, Registry
 from herald.errors import WarehouseError
 from policies.loader import LoadedPolicy
+from policies.segments import Segment
 from projections.warehouse import Warehouse
 from streams.pipeline import IngestTotals
 from web.analytics_api import analytics_router
 from web.auth import ApiAuth, KeyRing, Principal
 from web.dashboard import dashboard_router
+from web.experiments_api import experiments_router
 from web.sql import read_only_problem
 
 
@@ -118,14 +121,22 @@ def create_api(
     policy: LoadedPolicy | None = None,
     dispatch: Callable[[], dict[str, Any]] | None = None,
     experiments: LoadedExperiments | None = None,
+    segments: Mapping[str, Segment] | None = None,
+    definitions: Registry | None = None,
 ) -> FastAPI:
     """The worker's API. ``keys`` (web.auth.load_key_ring(settings.api_keys_file)) guard /api/v1 and
     /sql; with None, /api/v1 answers 503 and /sql stays open (see web/auth.py). ``policy``
     (policies.loader.load_policy(settings.guardrails)) gives the tenants' SLA objectives to
-    /api/v1/tenants/{tenant}/sla, which answers 503 without it."""
+    /api/v1/tenants/{tenant}/sla, which answers 503 without it. ``definitions`` holds the experiment and
+    segment definitions (experiments/registry.py; share it with the dispatch agent and the experiments
+    job); without one, the API makes its own over the YAML ``experiments`` and ``segments`` (either may
+    be None: then only the definitions made through the API)."""
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
     auth = ApiAuth(keys)
-    api.include_router(analytics_router(warehouse, auth, clock, policy, experiments))
+    if definitions is None:
+        definitions = Registry(warehouse, FileDefinitions(experiments, segments or {}))
+    api.include_router(analytics_router(warehouse, auth, clock, policy))
+    api.include_router(experiments_router(warehouse, auth, definitions, clock))
     api.include_router(dashboard_router())
     registry = CollectorRegistry()
     registry.register(_IngestCollector(totals, lag))

@@ -1,5 +1,8 @@
 """The delivery dashboard: one static page (HTML, vanilla JS, CSS; charts drawn as inline SVG) over the
-/api/v1 analytics API, plus the panel -> runbook mapping it links.
+/api/v1 analytics API, plus the panel -> runbook mapping it links, and one page per experiment
+(``/dashboard/experiments/{id}?tenant=…``, linked from the dashboard's experiments panel): its
+definition, per-variant counts, every metric against the control and the effect over time. Both pages
+share web/static/common.js (API client, formats, the SVG line chart).
 
 Loading the page needs no key; the page asks for one and sends it as ``X-Api-Key`` to /api/v1, which
 does every access check. Runbook links come from ``analytics.runbooks`` (the same keys as alerts and
@@ -27,6 +30,7 @@ LOCAL_RUNBOOK_BASE = "/dashboard/"
 
 INDEX_SECTIONS: dict[str, str] = {
     "index.alerts": "docs/runbooks/README.md#alerts",
+    "index.experiments": "docs/runbooks/README.md#experiments",
 }
 """Sections of the runbook index a panel may link instead of one alert's runbook, keyed like RUNBOOKS."""
 
@@ -39,17 +43,24 @@ PANEL_RUNBOOKS: dict[str, str] = {
     "sla": "sla.breach",
     "failover": "provider.outage",  # a provider's breaker opened: where its traffic went, and why
     "budgets": "budget.exhausted",
+    "experiments": "index.experiments",  # no alert of its own: what to check on an experiment's page
 }
 """Dashboard panel -> RUNBOOKS key of the alert that most often sends on-call to that panel, or an
 INDEX_SECTIONS key."""
 
 REFRESH_S = 10
-_STATIC_FILES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+_STATIC_FILES = {
+    "common.js": "text/javascript",
+    "dashboard.js": "text/javascript",
+    "experiment.js": "text/javascript",
+    "dashboard.css": "text/css",
+}
 _PAGE_NAME = re.compile(r"^[A-Za-z0-9_\-]+\.md$")
 
 
 def dashboard_router(runbook_base_url: str = LOCAL_RUNBOOK_BASE) -> APIRouter:
-    """``GET /dashboard`` (the page), its static files, ``/dashboard/config.json`` and the runbooks."""
+    """``GET /dashboard`` (the page), ``/dashboard/experiments/{id}`` (an experiment's page), their static
+    files, ``/dashboard/config.json`` and the runbooks."""
     router = APIRouter(prefix="/dashboard", tags=["dashboard"])
     config = {
         "refresh_s": REFRESH_S,
@@ -62,6 +73,12 @@ def dashboard_router(runbook_base_url: str = LOCAL_RUNBOOK_BASE) -> APIRouter:
     @router.get("", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "dashboard.html", media_type="text/html")
+
+    @router.get("/experiments/{experiment_id}", include_in_schema=False)
+    def experiment_page(experiment_id: str) -> FileResponse:
+        # The same page for every id: its script reads the id from the path and asks the API, which
+        # does every check (and says why it refuses).
+        return FileResponse(STATIC_DIR / "experiment.html", media_type="text/html")
 
     @router.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> FileResponse:

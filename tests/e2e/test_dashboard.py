@@ -5,14 +5,13 @@ sees only its own tenant. Chromium missing is a failure, never a skip: install i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page
 
 from analytics.alerting import AlertChange, SeriesKey, alert_id, alert_record
 from herald.local import query_endpoint
@@ -27,31 +26,9 @@ from web.dashboard import LOCAL_RUNBOOK_BASE
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 A, B = "acme-home", "brightfix"
 WAIT_MS = 45_000
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (make setup)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 class Keys:
@@ -144,7 +121,18 @@ def check_channel_filter(page: Page, api: str, ops: str) -> None:
 
 
 def check_runbook_links(page: Page, api: str) -> None:
-    for panel in ("alerts", "delivery", "engagement", "latency", "providers", "failover", "sla", "budgets"):
+    panels = (
+        "alerts",
+        "delivery",
+        "engagement",
+        "latency",
+        "providers",
+        "failover",
+        "sla",
+        "budgets",
+        "experiments",
+    )
+    for panel in panels:
         href = page.get_by_test_id(f"runbook-{panel}").get_attribute("href") or ""
         path, _, anchor = href.partition("#")
         response = page.request.get(api + path)

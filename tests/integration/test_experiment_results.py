@@ -16,19 +16,12 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from dispatch.core import Dispatcher, example_request
-from experiments.definitions import LoadedExperiments, load_experiments_text
-from herald.settings import load_settings
-from policies.loader import load_policy_text
+from experiments.definitions import load_experiments_text
 from policies.segments import Segment
 from projections.migrate import migrate
 from projections.warehouse import Warehouse
-from projections.writer import IngestWriter
-from providers.base import SendResult
-from schemas.codec import lifecycle_codec
-from streams.ingest import SourceMessage
-from streams.pipeline import IngestPipeline, IngestTotals
-from streams.replay import CountingDeadLetters
+from streams.pipeline import IngestTotals
+from tests.integration.helpers import exposed_events, ingest
 from web.app import create_api
 from web.auth import hash_key, load_key_ring
 
@@ -36,12 +29,6 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 12, 5, 16, tzinfo=UTC)
 T0 = int(NOW.timestamp() * 1000) - 3_600_000
-POLICY = """
-providers:
-  sms: [{name: sms-primary, price_micros: 7500, currency: USD}]
-routing:
-  default: {sms: [sms-primary]}
-"""
 EXPERIMENTS = """
 experiments:
   - {id: reminder-v4, tenant: acme-home, template: visit-reminder, segment: gold, variants: [
@@ -52,30 +39,9 @@ experiments:
 KEYS = {"acme": "key-acme", "bright": "key-bright"}
 
 
-def dispatched_events(experiments: LoadedExperiments, segments: dict[str, Segment]) -> list[dict[str, Any]]:
-    """1,000 gold recipients through the dispatcher; v4 is delivered 95 % of the time, control 80 %."""
-    d = Dispatcher(load_policy_text(POLICY, source="test.yaml"))
-    d.use_experiments(experiments, segments)
-    events: list[dict[str, Any]] = []
-    base = example_request()["recipient"]
-    for n in range(1000):
-        at = T0 + n * 100
-        record = example_request(
-            request_id=f"x-{n}", notification_id=f"xn-{n}", campaign_id=None,
-            recipient={**base, "id": f"r-{n}", "tier": "gold"},
-            requested_at=datetime.fromtimestamp(at / 1000, UTC),
-        )  # fmt: skip
-        step = d.decide(record, at)
-        events += step.events
-        assert step.attempt is not None
-        sent = d.outcome(
-            step.attempt, SendResult("sms-primary", True, f"m-{n}", None, False, 30), at + 30, receipts=True
-        )
-        events += sent.events
-        variant = next(e["variant"] for e in step.events if e["event_type"] == "DISPATCHED")
-        delivered = (n % 20) != 0 if variant == "v4" else (n % 5) != 0
-        events += d.receipt(f"x-{n}", delivered, at + 2_000).events
-    return events
+def delivered(variant: str, n: int) -> bool:
+    """v4 is delivered 95 % of the time, control 80 %."""
+    return (n % 20) != 0 if variant == "v4" else (n % 5) != 0
 
 
 @pytest.fixture(scope="module")
@@ -86,19 +52,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
         migrate(warehouse)
         segments = {"gold": Segment.parse("gold", 'tier == "gold"')}
         experiments = load_experiments_text(EXPERIMENTS, segments, source="experiments.yaml")
-        events = dispatched_events(experiments, segments)
-        codec = lifecycle_codec()
-        pipeline = IngestPipeline(
-            load_settings(data_dir=root), IngestWriter(warehouse, "test"), codec,
-            CountingDeadLetters(),  # type: ignore[arg-type]  # same send/close surface as DeadLetterSink
-            clock=lambda: NOW,
-        )  # fmt: skip
-        messages = [
-            SourceMessage("lifecycle", i % 4, i // 4, e["notification_id"].encode(), codec.encode(e))
-            for i, e in enumerate(events)
-        ]
-        pipeline.apply(messages)
-        assert pipeline.totals.written == len(events)
+        events = exposed_events(experiments, segments, T0, delivered=delivered)  # 1,000 gold recipients
+        ingest(warehouse, events, root, NOW)
         entries = [
             {"name": "acme", "tenant": "acme-home", "role": "viewer", "key_sha256": hash_key(KEYS["acme"])},
             {
