@@ -68,6 +68,7 @@ log = structlog.get_logger("herald.dispatch")
 AdapterFactory = Callable[[], Mapping[str, ProviderAdapter]]
 RECEIPT_FIRST_MS = 500  # first status poll after a send; then doubling, at most every 30 s
 RECEIPT_PATIENCE_MS = 10 * 60_000  # no receipt by then: the outcome stays unknown
+EXPERIMENTS_REFRESH_S = 5.0  # how often the agent asks the registry for new definitions
 
 
 @dataclass
@@ -97,7 +98,7 @@ class DispatchAgent:
         ledger_keep: int = 20_000,
         clock: Callable[[], float] = time.time,
         warehouse: Warehouse | None = None,
-        experiments: tuple[LoadedExperiments, Mapping[str, Segment]] | None = None,
+        experiments: Callable[[], tuple[LoadedExperiments, Mapping[str, Segment]] | None] | None = None,
         links: tuple[str, str] = ("http://127.0.0.1:8740", "http://127.0.0.1:8740/dashboard/"),
     ) -> None:
         self.settings = settings
@@ -140,7 +141,9 @@ class DispatchAgent:
         self.crashed: BaseException | None = None
         self.alerts = AlertPublisher(bootstrap, self._topics.alerts, warehouse)
         self._warehouse = warehouse
-        self._experiments = experiments
+        self._experiments = experiments  # the current definitions (experiments/registry.py), polled
+        self._experiments_version: str | None = None
+        self._experiments_checked = 0.0
         self._links = links
         self._alert_codec = AvroCodec.for_contract("alert_event")
         self._switched: dict[str, tuple[str, int]] = {}  # breaker key -> (open alert id, opened at ms)
@@ -273,8 +276,7 @@ class DispatchAgent:
                 for tenant, data in latest.items():
                     dispatcher = Dispatcher.restore(self.loaded, data, self.breakers)
                     dispatcher.state.avoid = dict(self._sla_avoid.get(tenant, {}))  # the alerts topic rules
-                    if self._experiments is not None:
-                        dispatcher.use_experiments(*self._experiments)
+                    self._expose_to(dispatcher)
                     self.tenants[tenant], self.partition_of[tenant] = dispatcher, partition
                     for request_id, *_rest in dispatcher.pending_receipts():
                         heapq.heappush(self._receipts, (0, tenant, request_id, 0))
@@ -287,14 +289,44 @@ class DispatchAgent:
         finally:
             reader.close()
 
+    def _current_experiments(self) -> tuple[LoadedExperiments, Mapping[str, Segment]] | None:
+        if self._experiments is None:
+            return None
+        try:
+            return self._experiments()
+        except Exception as exc:  # the warehouse is briefly away: keep the definitions we have
+            log.warning("dispatch.definitions_unavailable", error=f"{type(exc).__name__}: {exc}")
+            return None
+
+    def _expose_to(self, dispatcher: Dispatcher) -> None:
+        current = self._current_experiments()
+        if current is not None:
+            dispatcher.use_experiments(*current)
+
+    def _refresh_experiments(self) -> None:
+        """New experiment or segment definitions (the files, or changes through the API) reach every
+        dispatcher within EXPERIMENTS_REFRESH_S."""
+        now = self._clock()
+        if self._experiments is None or now - self._experiments_checked < EXPERIMENTS_REFRESH_S:
+            return
+        self._experiments_checked = now
+        current = self._current_experiments()
+        if current is None or current[0].version == self._experiments_version:
+            return
+        self._experiments_version = current[0].version
+        for dispatcher in self.tenants.values():
+            dispatcher.use_experiments(*current)
+        log.info(
+            "dispatch.experiments_loaded", version=current[0].version, experiments=len(current[0].definitions)
+        )
+
     def _dispatcher(self, tenant: str, partition: int) -> Dispatcher:
         dispatcher = self.tenants.get(tenant)
         if dispatcher is None:
             dispatcher = self.tenants[tenant] = Dispatcher(self.loaded)
             dispatcher.state.breakers = self.breakers
             dispatcher.state.avoid = dict(self._sla_avoid.get(tenant, {}))
-            if self._experiments is not None:
-                dispatcher.use_experiments(*self._experiments)
+            self._expose_to(dispatcher)
         self.partition_of[tenant] = partition
         return dispatcher
 
@@ -393,6 +425,7 @@ class DispatchAgent:
         touched: set[str] = set()
         attempts: list[tuple[str, Attempt, dict[str, Any]]] = []
         last: dict[tuple[str, int], int] = {}  # (topic, partition) -> newest offset in the batch
+        self._refresh_experiments()
         decoded = self._decoded(messages, last)
         profiles = self._profiles(decoded, now_ms)
         for record, owner in decoded:

@@ -286,6 +286,7 @@ class AlertMonitorService:
                     continue
                 next_step = self._clock() + self.settings.monitor_interval_s
                 if self.monitor is None and not self._restore():
+                    self._run_jobs()  # the group's jobs do not wait for traffic to judge
                     continue
                 try:
                     self.step()

@@ -15,6 +15,7 @@ import faust
 import structlog
 
 from experiments.definitions import LoadedExperiments, load_experiments
+from experiments.registry import FileDefinitions, Registry
 from herald.errors import WarehouseError
 from herald.settings import Settings, mask_dsn
 from policies.loader import LoadedPolicy, load_policy
@@ -27,7 +28,7 @@ from schemas.codec import lifecycle_codec
 from streams.app import create_app
 from streams.dispatch_agent import DispatchAgent
 from streams.experiments import ExperimentsJob, SegmentSnapshotJob
-from streams.monitor import AlertLinks, AlertMonitorService, LeaderJob
+from streams.monitor import AlertLinks, AlertMonitorService
 from streams.pipeline import DeadLetterSink, IngestPipeline
 from streams.sink import WarehouseSink
 from streams.topics import ensure_topics
@@ -80,9 +81,9 @@ def open_warehouse(settings: Settings) -> Warehouse:
 @dataclass
 class Agents:
     """The worker's background agents beside the warehouse sink: the alert monitor (unless
-    HERALD_ALERTS_ENABLED=false), whose leader also runs the segment snapshots and, with
-    HERALD_EXPERIMENTS_FILE, the experiments' statistics; and the dispatch agent (when
-    HERALD_PROVIDERS_FILE names providers)."""
+    HERALD_ALERTS_ENABLED=false), whose leader also runs the segment snapshots and the experiments'
+    statistics; and the dispatch agent (when HERALD_PROVIDERS_FILE names providers). Both read the
+    experiment and segment definitions from the registry: the files plus the API's changes."""
 
     monitor: AlertMonitorService | None = None
     dispatch: DispatchAgent | None = None
@@ -95,30 +96,32 @@ class Agents:
         policy: LoadedPolicy,
         endpoints: dict[str, dict[str, Any]] | None,
         api_url: str,
-        experiments: tuple[LoadedExperiments, dict[str, Segment]] | None = None,
+        registry: Registry,
     ) -> None:
         public = (settings.public_url or api_url).rstrip("/")
         links = AlertLinks(public, settings.runbook_base_url or public + LOCAL_RUNBOOK_BASE)
-        segments = experiments[1] if experiments else load_segments(settings.segments)
-        jobs: list[LeaderJob] = [SegmentSnapshotJob(warehouse, lambda: segments, settings.segment_snapshot_s)]
-        if experiments is not None:
-            loaded = experiments[0]
-            jobs.append(
-                ExperimentsJob(
-                    warehouse, bootstrap, settings.topics.experiment_status, lambda: loaded,
-                    settings.experiments_interval_s,
-                )
-            )  # fmt: skip
+
+        def definitions() -> tuple[LoadedExperiments, dict[str, Segment]]:
+            snapshot = registry.snapshot()
+            return snapshot.experiments, dict(snapshot.segments)
+
+        jobs = (
+            SegmentSnapshotJob(warehouse, lambda: definitions()[1], settings.segment_snapshot_s),
+            ExperimentsJob(
+                warehouse, bootstrap, settings.topics.experiment_status, lambda: definitions()[0],
+                settings.experiments_interval_s,
+            ),
+        )  # fmt: skip
         if settings.alerts_enabled:
             self.monitor = AlertMonitorService(
-                settings, bootstrap, warehouse, links, policy=policy, jobs=tuple(jobs)
+                settings, bootstrap, warehouse, links, policy=policy, jobs=jobs
             )
             self.monitor.start()
         if endpoints is not None:
             timeout = settings.provider_timeout_s
             self.dispatch = DispatchAgent(
                 settings, bootstrap, policy, lambda: adapters_for(endpoints, timeout), warehouse=warehouse,
-                links=(links.dashboard_base, links.runbook_base), experiments=experiments,
+                links=(links.dashboard_base, links.runbook_base), experiments=definitions,
             )  # fmt: skip
             self.dispatch.start()
 
@@ -133,10 +136,8 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     keys = load_key_ring(settings.api_keys_file)  # a bad keys file stops the worker before it starts
     policy = load_policy(settings.guardrails)  # so does a bad policy (PolicyError: file: field: reason)
     endpoints = load_endpoints(settings.providers_file) if settings.providers_file else None  # and endpoints
-    experiments = None  # and experiments, validated against the segments they target
-    if settings.experiments_file is not None:
-        segments = load_segments(settings.segments)
-        experiments = (load_experiments(settings.experiments_file, segments), segments)
+    segments = load_segments(settings.segments)  # and segments, and the experiments targeting them
+    experiments = load_experiments(settings.experiments_file, segments) if settings.experiments_file else None
     warehouse = open_warehouse(settings)
     applied = migrate(warehouse)
     pipeline = IngestPipeline(
@@ -145,6 +146,8 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         lifecycle_codec(),
         DeadLetterSink(bootstrap, settings.topics.dead_letter),
     )
+    # Experiments and segments: the files, plus what was defined through the API (warehouse events).
+    registry = Registry(warehouse, FileDefinitions(experiments, segments, str(settings.segments)))
     crashed: list[BaseException] = []
 
     def on_crash(exc: BaseException) -> None:
@@ -165,7 +168,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             policy=policy,
             monitor=lambda: agents.monitor.status() if agents.monitor else {"enabled": False},
             dispatch=lambda: agents.dispatch.status() if agents.dispatch else {"enabled": False},
-            experiments=experiments[0] if experiments else None,
+            definitions=registry,
         ),
         settings.api_host,
         settings.api_port,
@@ -185,7 +188,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
         info["warehouse_http"] = f"http://127.0.0.1:{share.start()}"
     sink.start()
     agents.start(
-        settings, bootstrap, warehouse, policy, endpoints, f"http://{settings.api_host}:{port}", experiments
+        settings, bootstrap, warehouse, policy, endpoints, f"http://{settings.api_host}:{port}", registry
     )
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     run_file(settings).write_text(json.dumps(info))
