@@ -3,10 +3,11 @@ alert rows as the monitor writes them, traffic exposed to experiments and ingest
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -24,6 +25,9 @@ from schemas.codec import lifecycle_codec
 from streams.ingest import SourceMessage
 from streams.pipeline import IngestPipeline
 from streams.replay import CountingDeadLetters
+
+if TYPE_CHECKING:
+    from herald.supervise import WorkerProcess
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
@@ -129,3 +133,28 @@ def ingest(
     ]
     pipeline.apply(messages)
     assert pipeline.totals.written == len(events)
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    what: str,
+    workers: Sequence[WorkerProcess] = (),
+    timeout: float = 120,
+    every: float = 0.5,
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy, and return that; on timeout fail with
+    what was awaited, each live worker's health and the tail of every worker's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(every)
+    details = []
+    for worker in workers:
+        try:
+            details.append(f"health {worker.health()}")
+        except Exception as exc:  # a dead worker has no health to show, only its log
+            details.append(f"no health ({type(exc).__name__})")
+        details.append(worker.tail())
+    raise AssertionError(f"timed out waiting for {what}\n" + "\n".join(details))

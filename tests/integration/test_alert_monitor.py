@@ -5,20 +5,18 @@ the same alert from the checkpoint (so it remembered both the models and the ope
 
 from __future__ import annotations
 
-import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from herald.supervise import WorkerProcess
 from infra.local_kafka import free_port
 from schemas.codec import AvroCodec
 from simulator.model import DEFAULT_MODEL, Effect, generate_notifications, in_time_order
 from simulator.scenarios import AnomalyWindow, Scenario
 from tests.conftest import Herald
-from tests.integration.helpers import read_topic
+from tests.integration.helpers import read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,16 +48,6 @@ def emit(h: Herald, events: list[dict[str, Any]]) -> None:
         emitter.flush()
     finally:
         emitter.close()
-
-
-def wait_for(predicate: Any, what: str, worker: WorkerProcess, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; health {worker.health()}\n{worker.tail()}")
 
 
 def fetch(url: str) -> tuple[int, str]:
@@ -102,7 +90,7 @@ def test_a_delivery_drop_is_one_alert_with_working_links_resolved_after_failover
     wait_for(
         lambda: (first.health()["monitor"] or {}).get("checkpoint_next_minute", "") > "",
         "a checkpoint",
-        first,
+        [first],
     )
     first.kill()
     second = h.start_worker("worker-2", **env)

@@ -5,7 +5,6 @@ and two workers splitting the tenants keep every tenant's limits."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from providers.local.process import LocalProvidersProcess
 from schemas.codec import request_codec
 from streams.emitter import Emitter
 from tests.conftest import Herald
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -66,15 +66,6 @@ def rows(h: Herald, query: str) -> list[list[Any]]:
     return h.sql(query)
 
 
-def wait_for(predicate: Callable[[], bool], what: str, h: Herald, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}\n" + "\n".join(w.tail() for w in h.workers))
-
-
 def settled(h: Herald, tenant: str, expected_requests: int, expected_sent: int) -> Callable[[], bool]:
     def check() -> bool:
         h.wait_caught_up()
@@ -104,10 +95,10 @@ def test_a_worker_killed_mid_run_loses_nothing_and_the_limits_hold_across_the_ta
     env = dispatch_env(tmp_path, providers)
     first = herald.start_worker("worker-1", **env)
     send(herald, "acme-home", range(250), lambda i: "SMS" if i % 3 else "EMAIL")
-    wait_for(lambda: (first.health().get("dispatch") or {}).get("sent", 0) >= 40, "40 sends", herald)
+    wait_for(lambda: (first.health().get("dispatch") or {}).get("sent", 0) >= 40, "40 sends", herald.workers)
     first.kill()  # SIGKILL: no goodbye, mid-stream
     herald.start_worker("worker-2", **env)
-    wait_for(settled(herald, "acme-home", 250, BUDGET), "all 250 requests settled", herald)
+    wait_for(settled(herald, "acme-home", 250, BUDGET), "all 250 requests settled", herald.workers)
 
     counts = providers.control.counts()
     sms = [c for name, c in counts.items() if name.startswith("sms")]
@@ -145,16 +136,22 @@ def test_two_workers_split_the_tenants_and_a_per_minute_limit_holds_when_one_is_
     wait_for(
         lambda: all((w.health().get("dispatch") or {}).get("partitions") for w in (first, second)),
         "both workers to own partitions",
-        herald,
+        herald.workers,
     )
     owners = [set((w.health().get("dispatch") or {}).get("partitions", [])) for w in (first, second)]
     assert not owners[0] & owners[1]  # none twice
     for tenant in tenants:
         send(herald, tenant, range(150), lambda i: "SMS", campaign="minutely")
-    wait_for(lambda: (second.health().get("dispatch") or {}).get("sent", 0) >= 10, "worker-2 sending", herald)
+    wait_for(
+        lambda: (second.health().get("dispatch") or {}).get("sent", 0) >= 10,
+        "worker-2 sending",
+        herald.workers,
+    )
     second.kill()  # mid-run: its tenants' deferred requests wait in the state topic
     for tenant in tenants:
-        wait_for(settled(herald, tenant, 150, MINUTE_BUDGET), f"{tenant} settled", herald, timeout=180)
+        wait_for(
+            settled(herald, tenant, 150, MINUTE_BUDGET), f"{tenant} settled", herald.workers, timeout=180
+        )
     for tenant in tenants:
         per_minute = rows(
             herald,

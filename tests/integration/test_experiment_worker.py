@@ -5,7 +5,6 @@ publishes the status, the API shows the same numbers to the tenant's key and not
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from schemas.codec import request_codec
 from streams.emitter import Emitter
 from streams.topics import topic_size
 from tests.conftest import Herald
+from tests.integration.helpers import wait_for
 from web.auth import new_key
 
 pytestmark = pytest.mark.integration
@@ -33,16 +33,6 @@ routing:
   default: {sms: [sms-primary], email: [smtp-primary]}
 """
 REQUESTS = 240
-
-
-def wait_for(what: str, check: Callable[[], Any], h: Herald, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}\n" + "\n".join(w.tail() for w in h.workers))
 
 
 def test_an_experiment_created_through_the_api_is_exposed_measured_and_published(
@@ -99,7 +89,6 @@ def test_an_experiment_created_through_the_api_is_exposed_measured_and_published
         return query_endpoint(worker.api, query, api_key=keys["ops"])[1]
 
     exposed = wait_for(
-        "every request exposed",
         lambda: (rows := sql(
             "SELECT variant, count() FROM events WHERE event_type = 'DISPATCHED' "
             "AND experiment_id = 'reminder-copy' GROUP BY variant ORDER BY variant"
@@ -113,14 +102,14 @@ def test_an_experiment_created_through_the_api_is_exposed_measured_and_published
         points = history.get("points") or []
         return [p for p in points if p.get("n") and p["variant"] == "short" and p["n"] == exposed["short"]]
 
-    wait_for("the experiments job to store the statistics of every exposure", computed, herald)
+    wait_for(computed, "the experiments job to store the statistics of every exposure", herald.workers)
     report = get("/api/v1/tenants/acme-home/experiments/reminder-copy")
     assert report.status_code == 200, report.text
     assert {v["name"]: v["exposed"] for v in report.json()["variants"]} == exposed
     assert wait_for(
-        "the status message",
         lambda: topic_size(herald.bootstrap, herald.settings.topics.experiment_status) > 0,
-        herald,
+        "the status message",
+        herald.workers,
     )
     assert get("/api/v1/tenants/acme-home/experiments/reminder-copy", "bright").status_code == 403
     assert get("/api/v1/tenants/brightfix/experiments/reminder-copy", "bright").status_code == 404

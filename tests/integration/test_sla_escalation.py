@@ -5,8 +5,6 @@ SMS to the secondary, explained as a failover."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from providers.local.process import LocalProvidersProcess
 from schemas.codec import request_codec
 from streams.emitter import Emitter
 from tests.conftest import Herald
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,16 +45,6 @@ def send(h: Herald, ids: range) -> None:
     emitter.close()
 
 
-def wait_for(predicate: Callable[[], object], what: str, h: Herald, timeout: float = 150) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(1.0)
-    raise AssertionError(f"timed out waiting for {what}\n" + "\n".join(w.tail() for w in h.workers))
-
-
 def test_a_provider_that_breaks_a_tenants_sla_is_avoided_for_that_tenant(
     herald: Herald, tmp_path: Path, providers: LocalProvidersProcess
 ) -> None:
@@ -76,14 +65,18 @@ def test_a_provider_that_breaks_a_tenants_sla_is_avoided_for_that_tenant(
             "WHERE tenant_id = 'acme-home' AND metric = 'sla.sms' AND status = 'OPENED'"
         ),
         "the SLA breach alert",
-        herald,
+        herald.workers,
+        timeout=150,
     )
     assert isinstance(breach, list) and len(breach) == 1
     _alert_id, provider, kind, detail = breach[0]
     assert (provider, kind) == ("sms-primary", "breach")
     assert "caused by sms-primary" in detail
     wait_for(
-        lambda: "sms:sms-primary" in str(worker.tail(20000)), "the dispatch agent to avoid it", herald, 30
+        lambda: "sms:sms-primary" in str(worker.tail(20000)),
+        "the dispatch agent to avoid it",
+        herald.workers,
+        30,
     )
 
     send(herald, range(60, 80))
@@ -99,7 +92,7 @@ def test_a_provider_that_breaks_a_tenants_sla_is_avoided_for_that_tenant(
             and rows
         ),
         "the next requests to be dispatched",
-        herald,
+        herald.workers,
         60,
     )
     assert routed == [["sms-secondary", "routed.failover", 20]]
