@@ -12,9 +12,11 @@ Three figures, each against a baseline measured in the same run:
 * alert latency (``--latency``, about eight minutes): one continuous live stream, its first 90
   simulated minutes sent flat out (the monitor's warm-up), then in real time; 75 s into the real-time
   part a delivery drop starts on one series. Latency = the alert read from ``herald.ops.alerts.v1``
-  minus the wall-clock time the first event of the drop was emitted; any other alert is listed.
+  minus the event time of the series' first event in the drop (emitted in real time, so also its
+  wall-clock emission time); any other alert is listed.
 
-Run: ``python -m bench.alerts [--latency]``; writes bench/results/alerts.json.
+Run: ``python -m bench.alerts [--latency]``; writes bench/results/alerts.json. The live stream, the
+drops and the alert reader are also used by ``python -m bench`` (bench/full.py), with several drops.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ import json
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +47,7 @@ from projections.warehouse import Warehouse
 from projections.writer import IngestWriter
 from schemas.codec import AvroCodec, lifecycle_codec
 from simulator.model import DEFAULT_MODEL, Effect, generate_notifications, in_time_order
-from simulator.scenarios import AnomalyWindow, Scenario
+from simulator.scenarios import DELIVERY_DROP_FACTOR, AnomalyWindow, Scenario
 from streams.emitter import Emitter
 from streams.ingest import SourceMessage
 from streams.pipeline import IngestPipeline
@@ -135,6 +140,116 @@ def monitor_eps(events: list[dict[str, Any]]) -> tuple[float, float, int]:
     return len(events) / decide_s, len(events) / baseline_s, monitor.detector_count
 
 
+@dataclass(frozen=True)
+class Drop:
+    """A delivery drop (delivered x DELIVERY_DROP_FACTOR) on one series from ``at`` (event time) on."""
+
+    tenant_id: str
+    channel: str
+    provider: str
+    at: datetime
+
+    @property
+    def series(self) -> str:
+        return f"{self.tenant_id}/{self.channel}/{self.provider}"
+
+    def series_as(self, tenant_prefix: str) -> str:
+        """The series name once the traffic's tenants carry ``tenant_prefix`` (see drop_traffic)."""
+        return tenant_prefix + self.series
+
+
+def drop_traffic(
+    start: datetime, end: datetime, rate: float, drops: Sequence[Drop], seed: int = 7, tenant_prefix: str = ""
+) -> list[dict[str, Any]]:
+    """Simulated traffic in [start, end) at ``rate`` notifications/s in event-time order, each drop
+    lasting to the end; ``tenant_prefix`` renames the tenants (the drops name the simulator's own)."""
+    span = (end - start).total_seconds()
+    effect = Effect(delivered_factor=DELIVERY_DROP_FACTOR)
+    windows = tuple(
+        AnomalyWindow(
+            "delivery_drop", (d.at - start).total_seconds(), span, effect, d.tenant_id, d.channel, d.provider
+        )
+        for d in drops
+    )
+    notifications = generate_notifications(
+        DEFAULT_MODEL, start, rate, span, seed, scenario=Scenario("drops", windows)
+    )
+    events = [e for e in in_time_order(notifications) if e["occurred_at"] < end]
+    if tenant_prefix:
+        for e in events:
+            e["tenant_id"] = tenant_prefix + e["tenant_id"]
+    return events
+
+
+def first_dropped(events: Sequence[dict[str, Any]], drop: Drop, tenant_prefix: str = "") -> datetime | None:
+    """Event time of the first event on the drop's series at or after its start."""
+    tenant = tenant_prefix + drop.tenant_id
+    return next(
+        (
+            e["occurred_at"]
+            for e in events
+            if e["occurred_at"] >= drop.at
+            and (e["tenant_id"], e["channel"], e["provider"]) == (tenant, drop.channel, drop.provider)
+        ),
+        None,
+    )
+
+
+def play(
+    events: Iterable[dict[str, Any]], emit: Callable[[dict[str, Any]], None], tick: Callable[[], bool]
+) -> None:
+    """Emit each event at its event time (those already past flat out), open loop; while waiting, call
+    ``tick`` every few ms; it returns False to stop early."""
+    for event in events:
+        while (wait := (event["occurred_at"] - datetime.now(UTC)).total_seconds()) > 0.002:
+            if not tick():
+                return
+            time.sleep(min(wait, 0.004))
+        emit(event)
+
+
+class AlertWatcher:
+    """Reads ``herald.ops.alerts.v1`` from its beginning; each alert with the wall time it was read."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.codec = AvroCodec.for_contract("alert_event")
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-alert-reader-{uuid.uuid4().hex[:6]}",
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        self.consumer.subscribe([topic])
+        self.alerts: list[dict[str, Any]] = []
+
+    def poll(self) -> None:
+        while (message := self.consumer.poll(0)) is not None:
+            if message.error() is None and (value := message.value()) is not None:
+                self.alerts.append({**self.codec.decode(value), "seen_at": datetime.now(UTC)})
+
+    def opened(self, series: str, since: datetime) -> dict[str, Any] | None:
+        """The first OPENED alert on ``series`` (tenant/channel/provider) read at or after ``since``."""
+        return next(
+            (
+                a
+                for a in self.alerts
+                if a["status"] == "OPENED"
+                and f"{a['tenant_id']}/{a['channel']}/{a['provider']}" == series
+                and a["seen_at"] >= since
+            ),
+            None,
+        )
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def describe(alert: dict[str, Any]) -> str:
+    return f"{alert['status']} {alert['tenant_id']}/{alert['channel']}/{alert['provider']} {alert['metric']}"
+
+
 def alert_latency(work_dir: Path, bootstrap: str) -> dict[str, Any]:
     settings = load_settings(
         data_dir=work_dir / "latency", kafka_bootstrap=bootstrap, namespace="bench-alerts"
@@ -153,60 +268,29 @@ def alert_latency(work_dir: Path, bootstrap: str) -> dict[str, Any]:
         settings.data_dir / "worker.log",
     ).start()
     emitter = Emitter(bootstrap, settings.topics.lifecycle)
-    codec = AvroCodec.for_contract("alert_event")
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "bench-alert-reader", "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([settings.topics.alerts])
-    alerts: list[dict[str, Any]] = []
-
-    def watch() -> None:
-        while (message := consumer.poll(0)) is not None:
-            if message.error() is None and (value := message.value()) is not None:
-                alerts.append({**codec.decode(value), "seen_at": datetime.now(UTC)})
-
+    watcher = AlertWatcher(bootstrap, settings.topics.alerts)
     try:
         # One continuous stream: 90 minutes of history up to now, sent flat out, then real time.
         now = datetime.now(UTC)
-        start = now - timedelta(minutes=90)
-        drop_at = now + timedelta(seconds=75)
-        end = now + timedelta(seconds=330)
-        window = AnomalyWindow(
-            "delivery_drop", (drop_at - start).total_seconds(), (end - start).total_seconds(),
-            Effect(delivered_factor=0.3), tenant_id="acme-home", channel="SMS", provider="sms-primary",
-        )  # fmt: skip
-        notifications = generate_notifications(
-            DEFAULT_MODEL, start, 10, (end - start).total_seconds(), 7, scenario=Scenario("drop", (window,))
-        )
-        say("  alert latency: 90 simulated minutes of history flat out, then real time; the drop starts "
-            f"at {drop_at:%H:%M:%S}")  # fmt: skip
-        first_bad: datetime | None = None
-        for event in in_time_order(notifications):
-            at = event["occurred_at"]
-            if at >= end:
-                break
-            wait = (at - datetime.now(UTC)).total_seconds()
-            if wait > 0.002:
-                watch()
-                time.sleep(wait)
-            emitter.emit(event)
-            if first_bad is None and at >= drop_at:
-                first_bad = datetime.now(UTC)
+        drop = Drop("acme-home", "SMS", "sms-primary", now + timedelta(seconds=75))
+        events = drop_traffic(now - timedelta(minutes=90), now + timedelta(seconds=330), 10, [drop])
+        say(f"  alert latency: 90 simulated minutes of history flat out, then real time; the drop starts "
+            f"at {drop.at:%H:%M:%S}")  # fmt: skip
+        first_bad = first_dropped(events, drop)
+
+        def tick() -> bool:
+            watcher.poll()
+            return True
+
+        play(events, emitter.emit, tick)
         emitter.flush()
         deadline = time.monotonic() + 120
-        target = [a for a in alerts if a["status"] == "OPENED" and a["provider"] == "sms-primary"]
-        while not target and time.monotonic() < deadline:
-            watch()
-            target = [a for a in alerts if a["status"] == "OPENED" and a["provider"] == "sms-primary"]
+        while (found := watcher.opened(drop.series, drop.at)) is None and time.monotonic() < deadline:
+            watcher.poll()
             time.sleep(0.25)
-        others = [
-            f"{a['tenant_id']}/{a['channel']}/{a['provider']} {a['metric']}"
-            for a in alerts
-            if a not in target
-        ]
-        if not target or first_bad is None:
+        others = [describe(a) for a in watcher.alerts if a is not found]
+        if found is None or first_bad is None:
             return {"alert_latency_s": None, "other_alerts": others}
-        found = target[0]
         return {
             "alert_latency_s": round((found["seen_at"] - first_bad).total_seconds(), 1),
             "alert_first_seen_minute": found["first_seen"].isoformat(),
@@ -214,7 +298,7 @@ def alert_latency(work_dir: Path, bootstrap: str) -> dict[str, Any]:
             "other_alerts": others,
         }
     finally:
-        consumer.close()
+        watcher.close()
         emitter.close()
         worker.stop()
 

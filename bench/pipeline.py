@@ -58,7 +58,7 @@ def fill_topic(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]]) 
     return len(payloads) / (time.perf_counter() - t0)
 
 
-def consume_all(bootstrap: str, topic: str, expected: int, handle: Callable[[Any], None]) -> float:
+def consume_all(bootstrap: str, topic: str, expected: int, handle: Callable[[Any], object]) -> float:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -87,9 +87,8 @@ def ingest_apply_eps(settings: Settings, payloads: list[tuple[bytes, bytes]], ba
     warehouse = Warehouse(settings.warehouse)
     try:
         migrate(warehouse)
-        pipeline = IngestPipeline(
-            settings, IngestWriter(warehouse, "bench"), lifecycle_codec(), CountingDeadLetters()
-        )  # type: ignore[arg-type]
+        dead_letters = CountingDeadLetters()  # duck-typed stand-in for the DLQ producer
+        pipeline = IngestPipeline(settings, IngestWriter(warehouse, "bench"), lifecycle_codec(), dead_letters)  # type: ignore[arg-type]
         messages = [SourceMessage("bench", i % 4, i // 4, k, v) for i, (k, v) in enumerate(payloads)]
         t0 = time.perf_counter()
         for i in range(0, len(messages), batch):
@@ -194,7 +193,8 @@ def latency_at_rate(
         "SELECT _partition, _offset, toUnixTimestamp64Milli(ingested_at) FROM events "
         f"WHERE ingested_at >= fromUnixTimestamp64Milli({since_ms}) AND _offset % 4 = 0",  # a 1-in-4 sample
     )
-    delays = sorted(ms / 1000.0 - sent_at[(p, o)] for p, o, ms in rows if (p, o) in sent_at)
+    typed: list[tuple[int, int, int]] = [(p, o, ms) for p, o, ms in rows]  # type: ignore[misc]
+    delays = sorted(ms / 1000.0 - sent_at[(p, o)] for p, o, ms in typed if (p, o) in sent_at)
     say(f"  {len(delays)} of {len(payloads)} events matched for latency")
     q = statistics.quantiles(delays, n=100)
     return {"p50": q[49], "p95": q[94], "p99": q[98]}
