@@ -12,6 +12,7 @@ touched from the loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -31,7 +32,10 @@ def default_render(record: Mapping[str, Any]) -> tuple[str, str]:
     """A pseudonymous address and a body naming the template (the local providers accept any)."""
     recipient = record["recipient"]
     ref = str(recipient.get("address_ref") or recipient["id"]).replace(":", "-")
-    address = f"{ref}@example.test" if record["channel"] == "EMAIL" else f"+1555{abs(hash(ref)) % 10**7:07d}"
+    # A stable digest, not hash(): a send resumed by another worker process must render the same
+    # message, or a provider that honours the idempotency key refuses it as a different message.
+    number = int.from_bytes(hashlib.blake2b(ref.encode(), digest_size=4).digest(), "big") % 10**7
+    address = f"{ref}@example.test" if record["channel"] == "EMAIL" else f"+1555{number:07d}"
     return address, f"{record['template_id']} v{record.get('template_version') or 1}"
 
 

@@ -379,4 +379,7 @@ def test_migrations_run_again_change_nothing_and_every_rollup_keeps_one_view(fil
         "SELECT name FROM system.tables WHERE database = currentDatabase() AND engine = 'MaterializedView' "
         "ORDER BY name"
     )
-    assert views == [("delivery_cohort_minute_mv",), ("delivery_hour_mv",), ("delivery_minute_mv",)]
+    assert views == [
+        ("delivery_cohort_minute_mv",), ("delivery_hour_mv",), ("delivery_minute_mv",),
+        ("engagement_profiles_mv",), ("experiment_variant_minute_mv",),
+    ]  # fmt: skip

@@ -7,6 +7,7 @@ import doctest
 import pickle
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -279,3 +280,26 @@ def test_an_engagement_segment_is_judged_on_the_profile_the_caller_passes(loaded
     assert variant(3, None) is None  # no history: never opened
     other = request(4, template_id="something-else")
     assert not d.needs_profile(other, T0)
+
+
+def test_the_rendered_sms_address_is_the_same_in_every_process() -> None:
+    """A send resumed by another worker must render the same message, or a provider that honours the
+    idempotency key refuses it as another message (422): no per-process hash() seed in it."""
+    import subprocess
+    import sys
+
+    from dispatch.service import default_render
+
+    record = {**example_request(), "channel": "SMS"}
+    code = (
+        "from dispatch.core import example_request; from dispatch.service import default_render; "
+        "print(default_render({**example_request(), 'channel': 'SMS'})[0])"
+    )
+    others = {
+        subprocess.run(
+            [sys.executable, "-c", code], env={"PYTHONHASHSEED": seed, "PATH": ""}, capture_output=True,
+            text=True, check=True, cwd=Path(__file__).parents[2],
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }  # fmt: skip
+    assert others == {default_render(record)[0]}
