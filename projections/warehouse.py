@@ -1,28 +1,92 @@
 """The warehouse connection: clickhouse-connect over a ``chdb:///path`` (embedded) or ``http(s)://`` DSN.
 
 Everything else talks to ClickHouse through ``Warehouse``; library errors become WarehouseError here.
-An embedded (chDB) directory can be opened by one process at a time, so opening one takes an
-exclusive lock file beside it and a second opener gets a clear error instead of a corrupt store.
+
+Lanes. One process sends the warehouse several kinds of work at once, and none may wait behind
+another: each kind has its own engine session (a chDB handle or an HTTP client), so the engine runs
+them concurrently and a slow query holds only its own lane.
+
+- the *write* lane: inserts and DDL (ingest, the jobs' results, migrations);
+- the *read* lanes (a small pool): Herald's own queries (the API, the jobs, dispatch lookups); in the
+  embedded engine they are ``readonly = 2`` sessions, so a read can never write; every read carries
+  ``max_execution_time`` (``query_timeout_s``) and fails with WarehouseTimeoutError past it;
+- the *share* lane: statements that other workers send through web/clickhouse_http.py;
+- the *probe* lane: ``/health``'s ``SELECT 1``;
+- people's SQL runs on reader sessions (projections/sql_reader.py), held read-only by the engine.
+
+The embedded engine. A chDB directory can be opened by one process at a time, so opening one takes an
+exclusive lock file beside it and a second opener gets a clear error instead of a corrupt store. The
+engine starts with Herald's configuration (projections/access.py: the one user's grants without any
+file or network source, and the row policies), written beside the data directory with mode 0600, and
+Herald's objects live in the database ``herald``.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import queue
 import re
 import threading
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import clickhouse_connect
+from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from herald.errors import WarehouseError
 from herald.settings import mask_dsn
+from projections.access import DATABASE, embedded_config, embedded_users
 
 _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
+_CODE = re.compile(r"\bCode:\s*(\d+)")
+_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_MAX_SETTINGS_LANES = 32
+TIMEOUT_EXCEEDED = 159
+_LIMIT_CODES = frozenset({158, 241, 307, 396})  # TOO_MANY_ROWS, MEMORY_LIMIT, TOO_MANY_BYTES, ..._OR_BYTES
+_ACCESS_CODES = frozenset({164, 497})  # READONLY, ACCESS_DENIED
+
+
+class WarehouseTimeoutError(WarehouseError):
+    """The engine cancelled a query at its time limit (or no lane freed up in time)."""
+
+
+class WarehouseLimitError(WarehouseError):
+    """The engine stopped a query at one of its bounds (rows, bytes, memory)."""
+
+
+class WarehouseAccessError(WarehouseError):
+    """The engine refused a statement the session may not run (read-only, missing grant)."""
+
+
+def engine_code(exc: BaseException) -> int | None:
+    """The ClickHouse error code of a driver exception (None when it has none)."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    match = _CODE.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def translated(exc: ClickHouseError, what: str) -> WarehouseError:
+    """A driver error as Herald's: the subclass says which bound or rule the engine applied."""
+    code = engine_code(exc)
+    cls: type[WarehouseError] = WarehouseError
+    if code == TIMEOUT_EXCEEDED:
+        cls = WarehouseTimeoutError
+    elif code in _LIMIT_CODES:
+        cls = WarehouseLimitError
+    elif code in _ACCESS_CODES:
+        cls = WarehouseAccessError
+    out = cls(f"{what}: {exc}")
+    out.__cause__ = exc
+    return out
 
 
 class _AsSent:
@@ -39,23 +103,42 @@ class _AsSent:
         return self.text
 
 
+class _Lane:
+    """One engine session and the lock that keeps it to one call at a time (a chDB handle runs one
+    statement at a time; an HTTP client without a session could run more, the lock costs nothing)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.lock = threading.Lock()
+        self.insert_contexts: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
 class Warehouse:
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, read_lanes: int = 4, query_timeout_s: float = 30.0) -> None:
         self.dsn = dsn
+        self.query_timeout_s = query_timeout_s
         self._lock_file: Any = None
-        self._mutex = threading.Lock()  # one engine call at a time: chDB handles are not thread-safe
-        self._insert_contexts: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._closed = False
+        self._closers: list[Callable[[], None]] = []
+        self._extra: dict[str, Any] = (
+            {"database": DATABASE} if self.embedded else {"compress": False, "autogenerate_session_id": False}
+        )
         if self.embedded:
             self._lock_embedded()
         try:
-            # Server connections: no session (requests may run concurrently) and no compression on loopback.
-            extra: dict[str, Any] = (
-                {} if self.embedded else {"compress": False, "autogenerate_session_id": False}
-            )
-            self._client = clickhouse_connect.get_client(dsn=dsn, **extra)
+            self._write = _Lane(self._open_owner())
+            self._reads: queue.Queue[_Lane] = queue.Queue()
+            for _ in range(max(1, read_lanes)):
+                self._reads.put(_Lane(self.session(readonly=2)))
+            self._share: _Lane | None = None
+            self._probe: _Lane | None = None
+            self._settings_lock = threading.Lock()
+            self._settings_lanes: OrderedDict[tuple[tuple[str, str], ...], _Lane] = OrderedDict()
         except (ClickHouseError, OSError) as exc:
             self._release_lock()
             raise WarehouseError(f"cannot open warehouse {mask_dsn(dsn)}: {exc}") from exc
+
+    # ------------------------------------------------------------------------------------ opening
 
     @property
     def embedded(self) -> bool:
@@ -64,6 +147,67 @@ class Warehouse:
     @property
     def path(self) -> Path | None:
         return Path(urlsplit(self.dsn).path) if self.embedded else None
+
+    @property
+    def database(self) -> str:
+        """The database Herald's objects are in."""
+        if self.embedded:
+            return DATABASE
+        return urlsplit(self.dsn).path.strip("/").split("/")[0] or "default"
+
+    def _open_owner(self) -> Client:
+        if not self.embedded:
+            return clickhouse_connect.get_client(dsn=self.dsn, **self._extra)
+        config = self._write_engine_config()
+        # The first handle of the process starts the engine with Herald's configuration; it creates
+        # the database, and the lanes then open on it.
+        boot = clickhouse_connect.get_client(dsn=self.dsn, chdb_options={"config-file": str(config)})
+        try:
+            legacy = boot.query(
+                "SELECT count() FROM system.tables WHERE database = 'default' AND name = 'events'"
+            ).result_rows[0][0]
+            if legacy:
+                raise WarehouseError(
+                    f"the embedded warehouse {self.path} keeps Herald's tables in the database 'default', "
+                    f"as versions before the '{DATABASE}' database did; start from a fresh "
+                    "HERALD_DATA_DIR (the log on Kafka rebuilds it: cli.py replay)"
+                )
+            boot.command(f"CREATE DATABASE IF NOT EXISTS {DATABASE} ENGINE = Atomic")
+            return clickhouse_connect.get_client(dsn=self.dsn, **self._extra)
+        finally:
+            boot.close()
+
+    def _write_engine_config(self) -> Path:
+        """Herald's engine configuration beside the data directory, readable by this user only."""
+        assert self.path is not None
+        folder = self.path.with_name(self.path.name + ".config")
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)
+        users = folder / "users.xml"
+        config = folder / "config.xml"
+        for path, text in ((users, embedded_users()), (config, embedded_config(str(users)))):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o600)
+        return config
+
+    def session(self, readonly: int = 0, settings: Sequence[tuple[str, str]] = ()) -> Client:
+        """A new engine session on Herald's database with ``settings``, then ``readonly`` (after
+        ``readonly = 1`` the session cannot change any setting again). In the embedded engine they are
+        SET on the session in order; a server client sends them with every request, ``readonly`` last."""
+        for name, _ in settings:
+            if not _SETTING_NAME.fullmatch(name):
+                raise WarehouseError(f"{name!r} is not a setting name")
+        if not self.embedded:
+            pairs = [*settings, *([("readonly", str(int(readonly)))] if readonly else [])]
+            return clickhouse_connect.get_client(dsn=self.dsn, **self._extra, settings=dict(pairs))
+        client = clickhouse_connect.get_client(dsn=self.dsn, **self._extra)
+        for name, value in settings:
+            client.command(f"SET {name} = {quote(value)}")
+        if readonly:
+            client.command(f"SET readonly = {int(readonly)}")
+        return client
 
     def _lock_embedded(self) -> None:
         assert self.path is not None
@@ -92,34 +236,15 @@ class Warehouse:
             self._lock_file.close()
             self._lock_file = None
 
+    # ------------------------------------------------------------------------------------ writes
+
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        with self._mutex:
-            self._insert_contexts.clear()  # DDL may change a table's structure
+        with self._write.lock:
+            self._write.insert_contexts.clear()  # DDL may change a table's structure
             try:
-                return self._client.command(sql, parameters=parameters)
+                return self._write.client.command(sql, parameters=parameters)
             except ClickHouseError as exc:
-                raise WarehouseError(f"warehouse command failed: {exc}") from exc
-
-    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        with self._mutex:
-            try:
-                return [tuple(r) for r in self._client.query(sql, parameters=parameters).result_rows]
-            except ClickHouseError as exc:
-                raise WarehouseError(f"warehouse query failed: {exc}") from exc
-
-    def records(
-        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        with self._mutex:
-            try:
-                result = self._client.query(sql, parameters=parameters, settings=settings)
-            except ClickHouseError as exc:
-                raise WarehouseError(f"warehouse query failed: {exc}") from exc
-            return list(result.column_names), [tuple(r) for r in result.result_rows]
-
-    def scalar(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        rows = self.rows(sql, parameters)
-        return rows[0][0] if rows else None
+                raise translated(exc, "warehouse command failed") from exc
 
     def insert(
         self,
@@ -132,26 +257,94 @@ class Warehouse:
         (tables carry non_replicated_deduplication_window)."""
         if not rows:
             return
-        with self._mutex:
+        lane = self._write
+        with lane.lock:
             try:
                 # A cached insert context skips the table-structure lookup each new context costs
                 # (about a fifth of a small insert); only the dedup token changes between inserts.
                 key = (table, tuple(columns))
-                context = self._insert_contexts.get(key)
+                context = lane.insert_contexts.get(key)
                 if context is None:
-                    context = self._client.create_insert_context(table, list(columns))
-                    self._insert_contexts[key] = context
+                    context = lane.client.create_insert_context(table, list(columns))
+                    lane.insert_contexts[key] = context
                 context.settings.pop("insert_deduplication_token", None)
                 if dedup_token:
                     context.settings["insert_deduplication_token"] = dedup_token
                 context.data = rows
                 try:
-                    self._client.insert(context=context)
+                    lane.client.insert(context=context)
                 finally:
                     context.data = None
             except ClickHouseError as exc:
-                self._insert_contexts.pop((table, tuple(columns)), None)  # the table may have changed
-                raise WarehouseError(f"insert into {table} failed: {exc}") from exc
+                lane.insert_contexts.pop((table, tuple(columns)), None)  # the table may have changed
+                raise translated(exc, f"insert into {table} failed") from exc
+
+    # ------------------------------------------------------------------------------------ reads
+
+    @contextmanager
+    def _read_lane(self) -> Iterator[_Lane]:
+        try:
+            lane = self._reads.get(timeout=self.query_timeout_s)
+        except queue.Empty:
+            raise WarehouseTimeoutError(
+                f"no warehouse session came free within {self.query_timeout_s:g} s: every read lane is busy"
+            ) from None
+        try:
+            with lane.lock:
+                yield lane
+        finally:
+            self._reads.put(lane)
+
+    def _read_settings(self, settings: dict[str, Any] | None) -> dict[str, Any]:
+        return {"max_execution_time": self.query_timeout_s, **(settings or {})}
+
+    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.records(sql, parameters)[1]
+
+    def records(
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with self._read_lane() as lane:
+            try:
+                result = lane.client.query(sql, parameters=parameters, settings=self._read_settings(settings))
+            except ClickHouseError as exc:
+                raise translated(exc, "warehouse query failed") from exc
+            return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    def scalar(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        rows = self.rows(sql, parameters)
+        return rows[0][0] if rows else None
+
+    def probe(self, timeout_s: float = 2.0) -> str | None:
+        """Why the warehouse is not answering (None when ``SELECT 1`` came back within ``timeout_s``).
+        Runs on its own lane in a helper thread, so a stuck engine cannot hold the caller."""
+        answer: list[str | None] = []
+
+        def ask() -> None:
+            try:
+                if self._probe is None:
+                    self._probe = _Lane(self.session())
+                with self._probe.lock:
+                    self._probe.client.query("SELECT 1", settings={"max_execution_time": timeout_s})
+                answer.append(None)
+            except (ClickHouseError, OSError) as exc:
+                answer.append(f"warehouse probe failed: {str(exc)[:200]}")
+
+        if self._probe is not None and self._probe.lock.locked():
+            return "warehouse not answering: the previous probe is still waiting"
+        thread = threading.Thread(target=ask, name="warehouse-probe", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        if not answer:
+            return f"warehouse not answering within {timeout_s:g} s"
+        return answer[0]
+
+    # ------------------------------------------------------------------------------------ the share
+
+    def _share_lane(self) -> _Lane:
+        if self._share is None:
+            self._share = _Lane(self.session())
+        return self._share
 
     def raw_query(
         self,
@@ -173,18 +366,37 @@ class Warehouse:
         # only placeholders' values: with no placeholder in the SQL, clickhouse-connect binds client-side
         used = set(_PLACEHOLDER.findall(sql))
         bound = {k: _AsSent(v) for k, v in (parameters or {}).items() if k in used}
-        with self._mutex:
-            changed = self._changed(settings)
-            if self.embedded and changed and "readonly" in changed:
-                # chDB applies per-call settings with SET and restores them after; once readonly is set,
-                # the restore is refused and the engine handle would stay read-only for good.
-                raise WarehouseError(
-                    "the setting readonly cannot be applied to one query of the embedded engine"
-                )
+        if settings and "readonly" in settings:
+            lane = self._settings_lane(settings)
+            with lane.lock:
+                try:
+                    return lane.client.raw_query(sql, parameters=bound or None, fmt=fmt)
+                except ClickHouseError as exc:
+                    raise translated(exc, "warehouse query failed") from exc
+        lane = self._share_lane()
+        with lane.lock:
             try:
-                return self._client.raw_query(sql, parameters=bound or None, settings=changed, fmt=fmt)
+                return lane.client.raw_query(
+                    sql, parameters=bound or None, settings=_changed(lane.client, settings), fmt=fmt
+                )
             except ClickHouseError as exc:
-                raise WarehouseError(f"warehouse query failed: {exc}") from exc
+                raise translated(exc, "warehouse query failed") from exc
+
+    def _settings_lane(self, settings: dict[str, str]) -> _Lane:
+        """A session opened with exactly ``settings`` (``readonly`` last), kept for the next request with
+        the same ones: a read-only request cannot be served by undoing settings on a shared session."""
+        key = tuple(sorted(settings.items()))
+        with self._settings_lock:
+            lane = self._settings_lanes.pop(key, None)
+            if lane is None:
+                ordered = [(k, v) for k, v in settings.items() if k != "readonly"]
+                lane = _Lane(self.session(readonly=int(settings["readonly"]), settings=ordered))
+            self._settings_lanes[key] = lane
+            while len(self._settings_lanes) > _MAX_SETTINGS_LANES:
+                _, old = self._settings_lanes.popitem(last=False)
+                with old.lock:
+                    old.client.close()
+            return lane
 
     def raw_insert(
         self,
@@ -197,22 +409,49 @@ class Warehouse:
         """Insert ``data`` already encoded in ``fmt`` (e.g. Native) into ``table`` (SQL text, used as is);
         return the rows written. ``insert_deduplication_token`` in ``settings`` makes a retry a no-op,
         as in ``insert``. Errors as in ``raw_query``."""
-        with self._mutex:
+        lane = self._share_lane()
+        with lane.lock:
             try:
-                summary = self._client.raw_insert(
-                    table, columns, data, settings=self._changed(settings), fmt=fmt
+                summary = lane.client.raw_insert(
+                    table, columns, data, settings=_changed(lane.client, settings), fmt=fmt
                 )
             except ClickHouseError as exc:
-                raise WarehouseError(f"insert into {table} failed: {exc}") from exc
+                raise translated(exc, f"insert into {table} failed") from exc
             return summary.written_rows
 
-    def _changed(self, settings: dict[str, str] | None) -> dict[str, str] | None:
-        changed = {k: v for k, v in (settings or {}).items() if self._client.get_client_setting(k) != str(v)}
-        return changed or None
+    # ------------------------------------------------------------------------------------ closing
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Call ``closer`` first when the warehouse closes (sessions opened on it elsewhere)."""
+        self._closers.append(closer)
 
     def close(self) -> None:
-        with self._mutex:
-            try:
-                self._client.close()
-            finally:
-                self._release_lock()
+        if self._closed:
+            return
+        self._closed = True
+        for closer in self._closers:
+            closer()
+        lanes = [self._write, self._share, self._probe, *self._settings_lanes.values()]
+        while not self._reads.empty():
+            lanes.append(self._reads.get_nowait())
+        try:
+            for lane in lanes:
+                if lane is not None:
+                    with lane.lock:
+                        lane.client.close()
+        finally:
+            self._release_lock()
+
+
+def _changed(client: Client, settings: dict[str, str] | None) -> dict[str, str] | None:
+    changed = {k: v for k, v in (settings or {}).items() if client.get_client_setting(k) != str(v)}
+    return changed or None
+
+
+def quote(value: str) -> str:
+    """A ClickHouse string literal.
+
+    >>> quote("it's")
+    "'it\\\\'s'"
+    """
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
