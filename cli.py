@@ -112,14 +112,10 @@ def sql(
     query: str,
     fmt: Annotated[str, typer.Option("--format", help="json | table | csv")] = "table",
 ) -> None:
-    """Run a read-only query (through the running worker's endpoint when there is one)."""
-    from web.sql import read_only_problem
-
+    """Run a read-only query (through the running worker's endpoint when there is one); the engine
+    holds the session read-only and bounded (projections/sql_reader.py)."""
     if fmt not in ("json", "table", "csv"):
         fail(ValueError(f"--format: {fmt!r} is not one of json, table, csv"))
-    problem = read_only_problem(query)
-    if problem:
-        fail(ValueError(problem))
     columns, rows = _run_query(settings(), query)
     if fmt == "json":
         typer.echo(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str))
@@ -143,15 +139,17 @@ def _run_query(s: Settings, query: str) -> tuple[list[str], list[list[object]]]:
     if endpoints:
         key = s.api_key.get_secret_value() if s.api_key else None
         return query_endpoint(endpoints[0], query, api_key=key)
+    from projections.sql_reader import SqlReaders
     from projections.warehouse import Warehouse
+    from streams.worker import reader_limits
     from web.app import jsonable
 
     warehouse = Warehouse(s.warehouse)
     try:
-        columns, rows = warehouse.records(query)
+        answer = SqlReaders(warehouse, reader_limits(s)).query(None, query, s.sql_max_rows)
     finally:
         warehouse.close()
-    return columns, [[jsonable(v) for v in row] for row in rows]
+    return answer.columns, [[jsonable(v) for v in row] for row in answer.rows]
 
 
 @schemas_app.command("check")

@@ -58,10 +58,24 @@ class Settings(BaseSettings):
         le=65535,
         description="Loopback port where the embedded warehouse's owner serves other workers.",
     )
+    api_query_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="Time limit of one API warehouse query (the engine cancels it)."
+    )
+    sql_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Time limit of one /sql or cli.py sql query (the engine cancels it)."
+    )
+    sql_max_rows: int = Field(100_000, ge=1, le=10_000_000, description="Most rows one /sql query returns.")
+    sql_max_memory_bytes: int = Field(
+        1 << 30, ge=1 << 20, le=1 << 40, description="Memory one /sql query may use in the engine."
+    )
+    sql_max_bytes_to_read: int = Field(
+        20 << 30, ge=1 << 20, le=1 << 50, description="Bytes one /sql query may read from the tables."
+    )
     api_keys_file: Path | None = Field(
         None,
         description="YAML file of API keys (SHA-256 hashes, per tenant and role; see web/auth.py); "
-        "unset = /api/v1 answers 503 and /sql stays open (the API binds to loopback by default).",
+        "unset = /api/v1 answers 503 and /sql stays open, read-only over every tenant (the API binds to "
+        "loopback by default).",
     )
     guardrails_file: Path | None = Field(
         None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,9 @@ from herald.errors import WarehouseError
 from herald.settings import Settings, mask_dsn
 from policies.loader import LoadedPolicy, load_policy
 from policies.segments import Segment, load_segments
+from projections.access import ReaderLimits
 from projections.migrate import migrate
+from projections.sql_reader import SqlReaders
 from projections.warehouse import Warehouse
 from projections.writer import IngestWriter
 from providers.endpoints import adapters_for, load_endpoints
@@ -34,7 +37,7 @@ from streams.sink import WarehouseSink
 from streams.topics import ensure_topics
 from web.app import create_api
 from web.auth import load_key_ring
-from web.clickhouse_http import create_clickhouse_http_app
+from web.clickhouse_http import create_clickhouse_http_app, share_dsn
 from web.dashboard import LOCAL_RUNBOOK_BASE
 from web.server import ApiServer
 
@@ -43,6 +46,27 @@ log = structlog.get_logger("herald.worker")
 
 def run_file(settings: Settings) -> Path:
     return settings.run_dir / f"{settings.worker_name}.json"
+
+
+def write_run_file(settings: Settings, info: dict[str, Any]) -> None:
+    """The worker's run file, readable by this user only: it holds the warehouse share's secret."""
+    settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(settings.run_dir, 0o700)
+    path = run_file(settings)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f)
+    os.chmod(path, 0o600)
+
+
+def reader_limits(settings: Settings) -> ReaderLimits:
+    """Bounds of one query of people's SQL (/sql, cli.py sql), enforced by the engine."""
+    return ReaderLimits(
+        settings.sql_timeout_s,
+        settings.sql_max_rows,
+        settings.sql_max_memory_bytes,
+        settings.sql_max_bytes_to_read,
+    )
 
 
 def live_workers(settings: Settings) -> list[dict[str, str]]:
@@ -66,16 +90,17 @@ def live_endpoints(settings: Settings) -> list[str]:
 def open_warehouse(settings: Settings) -> Warehouse:
     """The configured warehouse; when the embedded one is owned by another live worker on this data dir,
     that worker's ClickHouse HTTP endpoint instead, so several workers can share one machine's chDB."""
+    timeout = settings.api_query_timeout_s
     try:
-        return Warehouse(settings.warehouse)
+        return Warehouse(settings.warehouse, query_timeout_s=timeout)
     except WarehouseError:
         if not settings.embedded_warehouse:
             raise
         shared = [info["warehouse_http"] for info in live_workers(settings) if info.get("warehouse_http")]
         if not shared:
             raise
-        log.info("worker.shared_warehouse", warehouse=shared[0])
-        return Warehouse(shared[0])
+        log.info("worker.shared_warehouse", warehouse=mask_dsn(shared[0]))
+        return Warehouse(shared[0], query_timeout_s=timeout)
 
 
 @dataclass
@@ -169,6 +194,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             monitor=lambda: agents.monitor.status() if agents.monitor else {"enabled": False},
             dispatch=lambda: agents.dispatch.status() if agents.dispatch else {"enabled": False},
             definitions=registry,
+            readers=SqlReaders(warehouse, reader_limits(settings)),
         ),
         settings.api_host,
         settings.api_port,
@@ -184,15 +210,21 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     }
     share = None
     if warehouse.embedded:  # let other workers on this machine use the engine this process owns
-        share = ApiServer(create_clickhouse_http_app(warehouse), "127.0.0.1", settings.warehouse_share_port)
-        info["warehouse_http"] = f"http://127.0.0.1:{share.start()}"
+        secret = secrets.token_urlsafe(32)
+        share = ApiServer(
+            create_clickhouse_http_app(warehouse, secret), "127.0.0.1", settings.warehouse_share_port
+        )
+        info["warehouse_http"] = share_dsn(share.start(), secret)
     sink.start()
     agents.start(
         settings, bootstrap, warehouse, policy, endpoints, f"http://{settings.api_host}:{port}", registry
     )
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    run_file(settings).write_text(json.dumps(info))
-    log.info("worker.started", migrations_applied=applied, **info)
+    write_run_file(settings, info)
+    log.info(
+        "worker.started",
+        migrations_applied=applied,
+        **{**info, "warehouse_http": mask_dsn(str(info.get("warehouse_http", "")))},
+    )
     try:
         worker = faust.Worker(
             app,

@@ -9,8 +9,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import PlainTextResponse
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, Field
@@ -20,18 +20,28 @@ from experiments.registry import FileDefinitions, Registry
 from herald.errors import WarehouseError
 from policies.loader import LoadedPolicy
 from policies.segments import Segment
-from projections.warehouse import Warehouse
+from projections.sql_reader import SqlReaders, SqlRefusedError
+from projections.warehouse import (
+    Warehouse,
+    WarehouseAccessError,
+    WarehouseLimitError,
+    WarehouseTimeoutError,
+)
 from streams.pipeline import IngestTotals
 from web.analytics_api import analytics_router
 from web.auth import ApiAuth, KeyRing, Principal
 from web.dashboard import dashboard_router
 from web.experiments_api import experiments_router
-from web.sql import read_only_problem
 
 
 class SqlRequest(BaseModel):
-    query: str = Field(..., description="One read-only statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN).")
-    max_rows: int = Field(100_000, ge=1, le=1_000_000)
+    query: str = Field(
+        ...,
+        min_length=1,
+        max_length=100_000,
+        description="One SELECT (or WITH … SELECT) statement; the engine holds the session read-only.",
+    )
+    max_rows: int = Field(10_000, ge=1, le=100_000, description="More rows than this is an error.")
 
 
 class SqlResult(BaseModel):
@@ -123,6 +133,7 @@ def create_api(
     experiments: LoadedExperiments | None = None,
     segments: Mapping[str, Segment] | None = None,
     definitions: Registry | None = None,
+    readers: SqlReaders | None = None,
 ) -> FastAPI:
     """The worker's API. ``keys`` (web.auth.load_key_ring(settings.api_keys_file)) guard /api/v1 and
     /sql; with None, /api/v1 answers 503 and /sql stays open (see web/auth.py). ``policy``
@@ -130,11 +141,14 @@ def create_api(
     /api/v1/tenants/{tenant}/sla, which answers 503 without it. ``definitions`` holds the experiment and
     segment definitions (experiments/registry.py; share it with the dispatch agent and the experiments
     job); without one, the API makes its own over the YAML ``experiments`` and ``segments`` (either may
-    be None: then only the definitions made through the API)."""
+    be None: then only the definitions made through the API). ``readers`` run ``/sql`` (read-only
+    engine sessions, projections/sql_reader.py; default: ones with the default limits)."""
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
     auth = ApiAuth(keys)
     if definitions is None:
         definitions = Registry(warehouse, FileDefinitions(experiments, segments or {}))
+    sql_readers = readers or SqlReaders(warehouse)
+    _answer_warehouse_errors(api)
     api.include_router(analytics_router(warehouse, auth, clock, policy))
     api.include_router(experiments_router(warehouse, auth, definitions, clock))
     api.include_router(dashboard_router())
@@ -145,9 +159,13 @@ def create_api(
 
     @api.get("/health")
     def health() -> dict[str, Any]:
+        """``status`` is ``degraded`` with the ``problems`` when work is not progressing (here: the
+        warehouse does not answer a probe within 2 s)."""
         t = totals()
+        problems = [p for p in (warehouse.probe(),) if p]
         return {
-            "status": "ok",
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
             "partitions": assigned(),
             "lag": lag(),
             "worker": worker,
@@ -163,20 +181,44 @@ def create_api(
     sql_guard = Depends(auth.sql_principal)  # a default, not an annotation: those are strings here
 
     @api.post("/sql", response_model=SqlResult)
-    def sql(request: SqlRequest, _: Principal | None = sql_guard) -> SqlResult:
-        problem = read_only_problem(request.query)
-        if problem:
-            raise HTTPException(status_code=422, detail=problem)
+    def sql(request: SqlRequest, principal: Principal | None = sql_guard) -> SqlResult:
+        """One read-only query on an engine session held read-only, bounded in time, rows, memory and
+        bytes read; a tenant key's session shows only its tenant's rows (row policies)."""
+        scope = None if principal is None or principal.is_global else principal.tenant
         try:
-            columns, rows = warehouse.records(
-                request.query, settings={"max_result_rows": request.max_rows, "result_overflow_mode": "throw"}
-            )
-        except WarehouseError as exc:
-            raise HTTPException(status_code=400, detail=str(exc)) from exc
-        return SqlResult(columns=columns, rows=[[jsonable(v) for v in row] for row in rows])
+            answer = sql_readers.query(scope, request.query, request.max_rows)
+        except SqlRefusedError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        return SqlResult(columns=answer.columns, rows=[[jsonable(v) for v in row] for row in answer.rows])
 
     @api.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
         return generate_latest(registry).decode()
 
     return api
+
+
+def _answer_warehouse_errors(api: FastAPI) -> None:
+    """The engine's refusals as HTTP answers with the engine's reason: a query over its time limit is a
+    504 (the engine cancelled it), over a bound a 422, a statement the session may not run a 403, any
+    other refusal a 400, an unreachable warehouse a 503."""
+
+    def answer(status: int, prefix: str) -> Any:
+        def handler(_request: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse({"detail": f"{prefix}{_engine_reason(exc)}"}, status_code=status)
+
+        return handler
+
+    api.add_exception_handler(WarehouseTimeoutError, answer(504, "query cancelled at its time limit: "))
+    api.add_exception_handler(WarehouseLimitError, answer(422, "query stopped at a bound: "))
+    api.add_exception_handler(WarehouseAccessError, answer(403, "refused by the warehouse: "))
+    api.add_exception_handler(WarehouseError, answer(400, "warehouse error: "))
+
+
+def _engine_reason(exc: Exception) -> str:
+    """The engine's message of a warehouse error without the driver's wrapping and stack trace."""
+    text = str(exc.__cause__ or exc)
+    start = text.rfind("DB::Exception:")
+    if start >= 0:
+        text = text[start + len("DB::Exception:") :]
+    return " ".join(text.split())[:500]

@@ -14,10 +14,11 @@ refused when the file is loaded.
 Behaviour without a keys file (nothing is ever open by accident):
 - ``/api/v1/...`` answers 503 "no API keys configured; set HERALD_API_KEYS_FILE";
 - ``/health`` and ``/metrics`` stay open (no tenant data);
-- ``/sql`` keeps its historic behaviour (open; the API binds to loopback by default) so ``cli.py sql``
-  and the demo work on a fresh machine.
-With a keys file, ``/sql`` needs a global key (operator or admin): raw SQL cannot be scoped to a
-tenant, so a tenant-scoped key of any role gets 403 there.
+- ``/sql`` stays open, read-only over every tenant (the API binds to loopback by default), so
+  ``cli.py sql`` and the demo work on a fresh machine.
+With a keys file, ``/sql`` needs an analyst key or higher: a tenant key's queries run on an engine
+session that row policies hold to that tenant's rows (projections/access.py), a global
+(operator/admin) key's on one that sees every tenant. Every session is read-only in the engine.
 """
 
 from __future__ import annotations
@@ -231,17 +232,12 @@ class ApiAuth:
         return dependency
 
     def sql_principal(self, bearer: Bearer = None, api_key: ApiKeyHeader = None) -> Principal | None:
-        """Guard of /sql: open when no keys are configured, else a global (operator/admin) key."""
+        """Guard of /sql: open (every tenant, read-only) when no keys are configured; else an analyst or
+        higher, whose tenant scopes the session (a global operator/admin key reads every tenant)."""
         if self.keys is None:
             return None
         principal = self.principal(bearer, api_key)
-        if not principal.is_global:
-            raise HTTPException(
-                status_code=403,
-                detail=f"key {principal.name} is scoped to tenant {principal.tenant}; raw SQL cannot be "
-                "scoped, so /sql needs a global (operator or admin) key",
-            )
-        forbid(principal, Role.ANALYST, None)
+        forbid(principal, Role.ANALYST, principal.tenant)
         return principal
 
 

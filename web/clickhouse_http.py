@@ -3,9 +3,17 @@
 Why it exists: a chDB directory can be opened by one process only, so other workers on the same machine
 cannot open the embedded warehouse themselves. The owner serves this app and they connect with the DSN
 ``http://127.0.0.1:PORT`` (``Warehouse`` passes ``compress=False`` to http DSNs), running the very
-clickhouse-connect code they would run against a ClickHouse server. It is a loopback convenience for
-one machine, not a security boundary: no authentication, every statement is allowed. Bind it to
-127.0.0.1 only.
+clickhouse-connect code they would run against a ClickHouse server. It binds to 127.0.0.1 only and
+every request must carry the owner's per-run secret (``Authorization: Basic`` of ``herald:<secret>``,
+as clickhouse-connect sends a DSN's password, or ``X-ClickHouse-User``/``X-ClickHouse-Key``): the
+owner writes it, with the address, into its run file (mode 0600 in a 0700 directory), which only the
+workers' user can read. A request without it gets 401 before anything reaches the engine. The engine's
+own rules hold on top: no file or network source is granted to anybody (projections/access.py), so
+``/sql``'s table functions cannot reach this port either.
+
+A request whose settings include ``readonly`` runs on an engine session opened with exactly those
+settings (``readonly`` set last), as a session-less server applies a request's settings: that is how a
+reader session of projections/sql_reader.py on another worker stays read-only and tenant-bound here.
 
 Supported, as far as clickhouse-connect uses it: GET and POST on ``/`` with the SQL in the ``query``
 parameter, the body, or both (ClickHouse runs ``query + "\\n" + body``); ``INSERT ... FORMAT <fmt>``
@@ -16,8 +24,7 @@ are never compressed); ``/ping``. Response headers X-ClickHouse-Format, -Timezon
 and errors as HTTP 500 with X-ClickHouse-Exception-Code and a ``Code: N. DB::Exception: ...`` body.
 
 Not supported: sessions (SET and USE are accepted and do nothing, as on a server without a session);
-databases other than the current one; ``readonly`` on statements without a result (chDB applies their
-settings with SET on the shared handle and could not undo that one); ``compress``/``decompress``
+databases other than the current one; ``compress``/``decompress``
 (ClickHouse's own block compression); multipart external data and form-encoded queries; streamed
 responses and progress headers; a SETTINGS clause inside an ``INSERT ... FORMAT`` statement.
 
@@ -26,7 +33,10 @@ Every call goes through ``Warehouse``, which serializes engine access (chDB is n
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
+import hmac
 import json
 import re
 import uuid
@@ -87,6 +97,8 @@ _BINARY_FORMATS = ("Native", "RowBinary", "Parquet", "Arrow", "ORC", "Avro", "Pr
 _BAD_ARGUMENTS = 36
 _NOT_IMPLEMENTED = 48
 _UNKNOWN_EXCEPTION = 1002
+_AUTHENTICATION_FAILED = 516
+SHARE_USER = "herald"
 
 
 class _RefusedError(Exception):
@@ -95,8 +107,31 @@ class _RefusedError(Exception):
         self.code = code
 
 
-def create_clickhouse_http_app(warehouse: Warehouse) -> FastAPI:
-    """An ASGI app speaking enough of the ClickHouse HTTP protocol for clickhouse-connect clients."""
+def share_dsn(port: int, secret: str) -> str:
+    """The DSN other workers use for the share on ``port``."""
+    return f"http://{SHARE_USER}:{secret}@127.0.0.1:{port}"
+
+
+def _authorized(request: Request, secret: str) -> bool:
+    """Whether the request carries the share's secret (compared in constant time)."""
+    presented = request.headers.get("x-clickhouse-key")
+    user = request.headers.get("x-clickhouse-user")
+    auth = request.headers.get("authorization", "")
+    if presented is None and auth[:6].lower() == "basic ":
+        try:
+            user, _, presented = base64.b64decode(auth[6:], validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    if presented is None or user != SHARE_USER:
+        return False
+    return hmac.compare_digest(presented.encode(), secret.encode())
+
+
+def create_clickhouse_http_app(warehouse: Warehouse, secret: str) -> FastAPI:
+    """An ASGI app speaking enough of the ClickHouse HTTP protocol for clickhouse-connect clients, open to
+    requests that carry ``secret``."""
+    if len(secret) < 16:
+        raise ValueError("the share's secret must have at least 16 characters")
     timezone = str(warehouse.scalar("SELECT timezone()"))
     database = str(warehouse.scalar("SELECT currentDatabase()"))
     app = FastAPI(title="Herald warehouse (ClickHouse HTTP)", openapi_url=None, docs_url=None, redoc_url=None)
@@ -110,6 +145,10 @@ def create_clickhouse_http_app(warehouse: Warehouse) -> FastAPI:
         params = dict(request.query_params)
         query_id = params.get("query_id") or str(uuid.uuid4())
         headers = {"X-ClickHouse-Query-Id": query_id, "X-ClickHouse-Timezone": timezone}
+        if not _authorized(request, secret):
+            response = _error(_AUTHENTICATION_FAILED, "the warehouse share needs the owner's secret", headers)
+            response.status_code = 401
+            return response
         try:
             if params.get("database", database) != database:
                 raise _RefusedError(_NOT_IMPLEMENTED, f"only database {database} is served over HTTP")
@@ -169,6 +208,8 @@ def _query(
     if own_format or _RESULT_STATEMENT.match(head):
         fmt = own_format.group(1) if own_format else default_format or "TabSeparated"
         sql = sql if own_format else f"{sql}\n FORMAT {fmt}"
+        if settings and "readonly" in settings:
+            return warehouse.raw_query(sql, None, bound, settings), fmt  # a session with exactly these
         if settings:
             # After FORMAT, SETTINGS scope to this query and yield to the query's own SETTINGS clause, as URL
             # settings do on a server; chDB would otherwise SET and restore each one around the call.

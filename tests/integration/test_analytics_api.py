@@ -283,13 +283,15 @@ def test_without_keys_analytics_answers_503_and_health_and_sql_stay_open(env: En
     assert sql.status_code == 200 and sql.json()["rows"][0][0] > 0
 
 
-def test_with_keys_sql_needs_a_global_key(env: Env) -> None:
-    """/sql refuses no key (401) and a tenant-scoped analyst (403); a global operator may query."""
-    query = {"query": "SELECT count() FROM events"}
+def test_with_keys_sql_is_scoped_to_the_keys_tenant(env: Env) -> None:
+    """/sql refuses no key (401) and a viewer (403); a tenant analyst sees its tenant, a global operator all."""
+    query = {"query": "SELECT DISTINCT tenant_id FROM events ORDER BY tenant_id"}
     assert env.client.post("/sql", json=query).status_code == 401
+    assert env.client.post("/sql", json=query, headers={"X-Api-Key": KEYS["viewer-a"]}).status_code == 403
     scoped = env.client.post("/sql", json=query, headers={"X-Api-Key": KEYS["analyst-b"]})
-    assert scoped.status_code == 403
-    assert env.client.post("/sql", json=query, headers={"X-Api-Key": KEYS["ops"]}).status_code == 200
+    assert (scoped.status_code, scoped.json()["rows"]) == (200, [[B]])
+    everyone = env.client.post("/sql", json=query, headers={"X-Api-Key": KEYS["ops"]})
+    assert everyone.status_code == 200 and [A] in everyone.json()["rows"] and [B] in everyone.json()["rows"]
 
 
 def test_openapi_declares_the_security_schemes(env: Env) -> None:

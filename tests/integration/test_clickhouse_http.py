@@ -18,12 +18,13 @@ from projections.rows import EVENT_COLUMNS, event_row
 from projections.warehouse import Warehouse
 from projections.writer import IngestWriter
 from streams.ingest import IngestResult, PartitionProgress, SourceMessage
-from web.clickhouse_http import create_clickhouse_http_app
+from web.clickhouse_http import create_clickhouse_http_app, share_dsn
 from web.server import ApiServer
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, 123000, tzinfo=UTC)
+SECRET = "per-run-secret-for-the-shim-tests"
 
 
 class Shim:
@@ -40,9 +41,9 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shim]:
     path: Path = tmp_path_factory.mktemp("shim") / "warehouse"
     direct = Warehouse(f"chdb://{path}")
     migrate(direct)
-    server = ApiServer(create_clickhouse_http_app(direct), "127.0.0.1", 0)
+    server = ApiServer(create_clickhouse_http_app(direct, SECRET), "127.0.0.1", 0)
     port = server.start()
-    http = Warehouse(f"http://127.0.0.1:{port}")
+    http = Warehouse(share_dsn(port, SECRET))
     try:
         yield Shim(direct, http, port)
     finally:
@@ -142,13 +143,16 @@ def test_per_query_settings_apply_to_that_query_only(shim: Shim) -> None:
     assert shim.direct.scalar("SELECT getSetting('max_threads')") == before != 3
 
 
-def test_readonly_applies_to_one_query_and_the_owner_stays_writable(shim: Shim) -> None:
-    """readonly binds one query; on a statement without a result chDB could not undo it, so it is refused."""
+def test_readonly_applies_to_one_request_and_the_owner_stays_writable(shim: Shim) -> None:
+    """A request with readonly runs on a read-only session (the engine refuses its DDL); others stay writable."""
     readonly = "SELECT getSetting('readonly')"
     assert shim.http.raw_query(readonly, "TabSeparated", settings={"readonly": "1"}) == b"1\n"
+    shim.direct.command("CREATE TABLE IF NOT EXISTS shim_kept (a UInt8) ENGINE = Memory")
     with pytest.raises(WarehouseError, match="readonly"):
-        shim.http.raw_query("DROP TABLE IF EXISTS shim_none", settings={"readonly": "1"})
-    assert shim.direct.scalar(readonly) == 0
+        shim.http.raw_query("DROP TABLE shim_kept", settings={"readonly": "1"})
+    assert shim.direct.scalar("EXISTS TABLE shim_kept") == 1
+    assert shim.http.raw_query(readonly, "TabSeparated") == b"0\n"
+    assert shim.direct.scalar(readonly) == 2  # Herald's own reads: readonly = 2 sessions, never 1
     shim.direct.command("CREATE TABLE IF NOT EXISTS shim_writable (a UInt8) ENGINE = Memory")
     shim.direct.command("DROP TABLE shim_writable")
 
@@ -176,13 +180,22 @@ def test_counts_and_raw_queries_through_http_equal_the_direct_ones(shim: Shim) -
 @pytest.mark.parametrize("compress", ["lz4", "zstd", "gzip"])
 def test_a_client_that_compresses_its_inserts_is_understood(shim: Shim, compress: str) -> None:
     """clickhouse-connect compresses inserts unless told not to; the shim decodes them."""
-    client = clickhouse_connect.get_client(dsn=f"http://127.0.0.1:{shim.port}", compress=compress)
+    client = clickhouse_connect.get_client(dsn=share_dsn(shim.port, SECRET), compress=compress)
     try:
         topic = f"t-{compress}"
         client.insert("events", rows_of(topic, 0, range(7)), column_names=list(EVENT_COLUMNS))
     finally:
         client.close()
     assert shim.direct.scalar(f"SELECT count() FROM events WHERE _topic = '{topic}'") == 7
+
+
+@pytest.mark.parametrize("password", [None, "wrong-secret-of-the-same-size-xx"])
+def test_a_request_without_the_secret_is_refused_before_the_engine(shim: Shim, password: str | None) -> None:
+    """No secret or a wrong one: 401 with ClickHouse's authentication error, and nothing runs."""
+    dsn = f"http://127.0.0.1:{shim.port}" if password is None else share_dsn(shim.port, password)
+    with pytest.raises(Exception, match="516|[Aa]uthentication"):
+        clickhouse_connect.get_client(dsn=dsn).command("CREATE TABLE shim_intruder (a UInt8) ENGINE = Memory")
+    assert not shim.direct.scalar("EXISTS TABLE shim_intruder")
 
 
 def test_ping_answers_like_clickhouse(shim: Shim) -> None:

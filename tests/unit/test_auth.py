@@ -189,11 +189,12 @@ def test_without_keys_the_api_answers_503_and_sql_stays_open() -> None:
     assert auth.sql_principal(api_key=None) is None
 
 
-def test_sql_needs_a_global_key_once_keys_are_configured(tmp_path: Path) -> None:
-    """Raw SQL cannot be scoped: a tenant-scoped analyst gets 403, a global operator passes."""
+def test_sql_needs_an_analyst_key_once_keys_are_configured(tmp_path: Path) -> None:
+    """A viewer gets 403; a tenant analyst passes (its session is scoped), and so does a global operator."""
     auth = ApiAuth(ring(tmp_path))
     assert status_of(auth.sql_principal) == 401
-    assert status_of(lambda: auth.sql_principal(api_key="k-bright")) == 403
+    assert status_of(lambda: auth.sql_principal(api_key="k-viewer")) == 403
+    assert auth.sql_principal(api_key="k-bright").tenant == "brightfix"
     assert auth.sql_principal(api_key="k-ops") == Principal("ops", "*", Role.OPERATOR)
 
 

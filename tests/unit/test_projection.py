@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 from projections.migrate import discover
 from projections.rows import EVENT_COLUMNS, event_row
+from projections.sql_reader import statement_problem
 from projections.writer import _atomic_runs, _token
 from streams.ingest import SourceMessage
-from web.sql import read_only_problem
 
 T = "topic"
 NOV = datetime(2026, 11, 30, 23, 59, tzinfo=UTC)
@@ -77,10 +77,12 @@ def test_migrations_are_numbered_and_split_into_statements() -> None:
                 assert clauses == statement.count("ADD COLUMN IF NOT EXISTS") > 0, statement[:60]
 
 
-def test_read_only_guard_allows_queries_and_refuses_writes() -> None:
-    """Reads pass; writes, multiple statements and empty queries are refused with a reason."""
-    assert read_only_problem("WITH x AS (SELECT 1) SELECT * FROM x") is None
-    assert read_only_problem("select 'insert into' as s") is None
-    assert read_only_problem("SELECT * FROM events INTO OUTFILE '/tmp/x'") is not None
-    assert read_only_problem("INSERT INTO events VALUES (1)") is not None
-    assert read_only_problem("   ") == "query: is empty"
+def test_statement_check_allows_selects_and_refuses_the_rest() -> None:
+    """On the engine's canonical form: SELECT and WITH pass, quoted words do not count, the rest fails."""
+    assert statement_problem("WITH x AS (SELECT 1) SELECT * FROM x") is None
+    assert statement_problem("SELECT 'INSERT INTO t' AS s") is None
+    assert statement_problem("SELECT * FROM events INTO OUTFILE '/tmp/x'") is not None
+    assert statement_problem("INSERT INTO events VALUES (1)") is not None
+    assert statement_problem("KILL QUERY WHERE 1") is not None
+    assert statement_problem("SELECT 1 SETTINGS readonly = 0") is not None
+    assert statement_problem("SELECT `file`('/etc/passwd')") is not None
