@@ -27,9 +27,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import yaml
 from fastapi.testclient import TestClient
 
 from herald.errors import WarehouseError
+from herald.logging import configure_logging
 from herald.settings import load_settings
 from projections.access import ReaderLimits
 from projections.migrate import migrate
@@ -42,7 +44,9 @@ from streams.ingest import SourceMessage
 from streams.pipeline import IngestPipeline, IngestTotals
 from streams.replay import CountingDeadLetters
 from web.app import create_api
+from web.auth import hash_key, load_key_ring
 
+KEY = "hk_bench-isolation-0123456789"
 SLOW = "SELECT count() FROM numbers(10000000000000) WHERE NOT ignore(sipHash64(number))"
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -91,10 +95,14 @@ def run(events: int = 60_000, slow: int = 20) -> dict[str, Any]:
                 lifecycle_codec(),
                 CountingDeadLetters(),  # type: ignore[arg-type]  # same send/close surface
             )
-            client = TestClient(create_api(warehouse, IngestTotals, "bench", clock=lambda: NOW))
+            keys = root / "keys.yaml"
+            entry = {"name": "bench", "tenant": "acme-home", "role": "viewer", "key_sha256": hash_key(KEY)}
+            keys.write_text(yaml.safe_dump({"keys": [entry]}))
+            app = create_api(warehouse, IngestTotals, "bench", keys=load_key_ring(keys), clock=lambda: NOW)
+            client = TestClient(app, headers={"X-Api-Key": KEY})
             say(f"warm-up and baseline: {events:,} events, then 40 API calls")
-            pipeline.apply(batches(5000, 10_000_000)[0])
-            base_ingest = ingest_rate(pipeline, batches(events, 0))
+            pipeline.apply(batches(5000, 0)[0])
+            base_ingest = ingest_rate(pipeline, batches(events, 1_000_000))
             base_api = api_latencies(client, 40)
 
             readers = SqlReaders(warehouse, ReaderLimits(max_execution_time_s=3600), per_scope=1, max_idle=64)
@@ -117,7 +125,7 @@ def run(events: int = 60_000, slow: int = 20) -> dict[str, Any]:
             while warehouse.scalar(running_sql) < slow and time.monotonic() < deadline:
                 time.sleep(0.2)
             say(f"{warehouse.scalar(running_sql)} slow queries running; loaded measurement")
-            loaded_ingest = ingest_rate(pipeline, batches(events, 20_000_000))
+            loaded_ingest = ingest_rate(pipeline, batches(events, 2_000_000))
             loaded_api = api_latencies(client, 40)
             running = int(warehouse.scalar(running_sql))
             warehouse.command(
@@ -148,6 +156,7 @@ def run(events: int = 60_000, slow: int = 20) -> dict[str, Any]:
 
 
 def main() -> None:
+    configure_logging("console", "warning")
     args = [int(a) for a in sys.argv[1:3]]
     result = run(*args)
     width = max(len(k) for k in result)

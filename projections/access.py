@@ -261,15 +261,27 @@ def table_policies(database: str) -> dict[tuple[str, str], str]:
 @dataclass(frozen=True)
 class ReaderLimits:
     """Bounds of one reader query, enforced by the engine (``timeout_overflow_mode`` and
-    ``result_overflow_mode`` are ``throw``: a query over a bound fails, it is never cut short)."""
+    ``result_overflow_mode`` are ``throw``: a query over a bound fails, it is never cut short).
+
+    People's queries also yield to Herald's own work: one thread each (``max_threads``), the engine's
+    query ``priority`` below Herald's sessions (which run at 1), and their threads at the lowest OS
+    priority (``os_thread_priority`` 19, a nice value): on 2 shared cores, 20 CPU-bound reader queries
+    at once cost ingest about a fifth of its rate instead of nine tenths (bench/isolation.py).
+    """
 
     max_execution_time_s: float = 30.0
     max_result_rows: int = 100_000
     max_memory_usage: int = 1 << 30
     max_bytes_to_read: int = 20 << 30
+    max_threads: int = 1
+    priority: int = 10
+    os_thread_priority: int = 19
 
     def settings(self) -> dict[str, str]:
         return {
+            "max_threads": str(self.max_threads),
+            "priority": str(self.priority),
+            "os_thread_priority": str(self.os_thread_priority),
             "max_execution_time": f"{self.max_execution_time_s:g}",
             "timeout_overflow_mode": "throw",
             "max_result_rows": str(self.max_result_rows),
@@ -333,11 +345,12 @@ def server_access_sql(database: str, limits: ReaderLimits, writer: str = "herald
     >>> print(server_access_sql("herald", ReaderLimits())[0][:62])
     CREATE SETTINGS PROFILE OR REPLACE herald_reader_profile SETTI
     """
+    floors = ("priority", "os_thread_priority")  # a reader may lower its priority, never raise it
     numeric = [(k, v) for k, v in limits.settings().items() if v.replace(".", "").isdigit()]
     modes = [(k, v) for k, v in limits.settings().items() if (k, v) not in numeric]
     limits_sql = ", ".join(
         ["readonly = 2 MIN 1 MAX 2"]
-        + [f"{k} = {v} MAX {v}" for k, v in numeric]
+        + [f"{k} = {v} {'MIN' if k in floors else 'MAX'} {v}" for k, v in numeric]
         + [f"{k} = '{v}' CONST" for k, v in modes]
     )
     out = [

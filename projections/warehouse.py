@@ -48,6 +48,9 @@ _CODE = re.compile(r"\bCode:\s*(\d+)")
 _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _MAX_SETTINGS_LANES = 32
+OWN_WORK = (("priority", "1"),)
+"""Herald's own sessions (ingest, the API, the jobs) run at priority 1; people's SQL at a lower one
+(projections/access.py ReaderLimits.priority): the engine pauses the lower while the higher run."""
 TIMEOUT_EXCEEDED = 159
 _LIMIT_CODES = frozenset({158, 241, 307, 396})  # TOO_MANY_ROWS, MEMORY_LIMIT, TOO_MANY_BYTES, ..._OR_BYTES
 _ACCESS_CODES = frozenset({164, 497})  # READONLY, ACCESS_DENIED
@@ -129,7 +132,7 @@ class Warehouse:
             self._write = _Lane(self._open_owner())
             self._reads: queue.Queue[_Lane] = queue.Queue()
             for _ in range(max(1, read_lanes)):
-                self._reads.put(_Lane(self.session(readonly=2)))
+                self._reads.put(_Lane(self.session(readonly=2, settings=OWN_WORK)))
             self._share: _Lane | None = None
             self._probe: _Lane | None = None
             self._settings_lock = threading.Lock()
@@ -173,7 +176,10 @@ class Warehouse:
                     "HERALD_DATA_DIR (the log on Kafka rebuilds it: cli.py replay)"
                 )
             boot.command(f"CREATE DATABASE IF NOT EXISTS {DATABASE} ENGINE = Atomic")
-            return clickhouse_connect.get_client(dsn=self.dsn, **self._extra)
+            owner = clickhouse_connect.get_client(dsn=self.dsn, **self._extra)
+            for name, value in OWN_WORK:
+                owner.command(f"SET {name} = {quote(value)}")
+            return owner
         finally:
             boot.close()
 
@@ -343,7 +349,7 @@ class Warehouse:
 
     def _share_lane(self) -> _Lane:
         if self._share is None:
-            self._share = _Lane(self.session())
+            self._share = _Lane(self.session(settings=OWN_WORK))
         return self._share
 
     def raw_query(
