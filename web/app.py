@@ -25,6 +25,7 @@ from streams.pipeline import IngestTotals
 from web.analytics_api import analytics_router
 from web.auth import ApiAuth, KeyRing, Principal
 from web.dashboard import dashboard_router
+from web.errors import install_error_logging
 from web.experiments_api import experiments_router
 from web.sql import read_only_problem
 
@@ -132,6 +133,7 @@ def create_api(
     job); without one, the API makes its own over the YAML ``experiments`` and ``segments`` (either may
     be None: then only the definitions made through the API)."""
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
+    install_error_logging(api)
     auth = ApiAuth(keys)
     if definitions is None:
         definitions = Registry(warehouse, FileDefinitions(experiments, segments or {}))
