@@ -16,10 +16,14 @@ from analytics.cli import app as anomaly_app
 from experiments.cli import app as experiments_app
 from herald.errors import HeraldError
 from herald.logging import configure_logging
+from herald.redact import redact_text
 from herald.settings import Settings, load_settings
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="Herald: notification intelligence and governance."
+    no_args_is_help=True,
+    add_completion=False,
+    help="Herald: notification intelligence and governance.",
+    pretty_exceptions_show_locals=False,  # a crash's locals hold keys and DSNs; older typer showed them
 )
 kafka_app = typer.Typer(no_args_is_help=True, help="The local single-node Kafka broker.")
 schemas_app = typer.Typer(no_args_is_help=True, help="The Avro event contract.")
@@ -38,7 +42,7 @@ def settings() -> Settings:
 
 
 def fail(exc: Exception) -> None:
-    typer.echo(f"error: {exc}", err=True)
+    typer.echo(f"error: {redact_text(str(exc))}", err=True)  # stderr is the worker's log file too
     raise typer.Exit(2)
 
 
@@ -377,7 +381,7 @@ def main() -> None:
     try:
         app()
     except HeraldError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {redact_text(str(exc))}", err=True)
         sys.exit(2)
 
 

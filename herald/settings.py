@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald.errors import ConfigError
+from herald.redact import is_secret_name, redact
 from streams.topics import Topics
 
 BUNDLED_GUARDRAILS = Path(__file__).resolve().parents[1] / "policies" / "examples" / "guardrails.yaml"
@@ -175,9 +176,12 @@ class Settings(BaseSettings):
         return self.data_dir / "run"
 
     def masked(self) -> dict[str, object]:
-        """Settings as a dict safe to log: passwords in DSNs replaced by ***."""
-        out = self.model_dump(mode="json")
+        """Settings as a dict safe to log: passwords in DSNs and URLs replaced by ***, the API key too."""
+        out = self.model_dump(mode="json")  # SecretStr dumps as **********
         out["warehouse_dsn"] = mask_dsn(self.warehouse)
+        for name in ("public_url", "runbook_base_url"):  # a URL may carry user:password@ as well
+            if isinstance(out[name], str):
+                out[name] = mask_dsn(out[name])
         return out
 
 
@@ -197,5 +201,10 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
-            problems.append(f"HERALD_{field.upper()}: {err['msg']} (got {err.get('input')!r})")
+            problems.append(f"HERALD_{field.upper()}: {err['msg']} (got {_shown(field, err.get('input'))})")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def _shown(field: str, value: object) -> str:
+    """A rejected value as an error may show it: a secret field's hidden, passwords and keys masked."""
+    return "***" if is_secret_name(field) else repr(redact(value))

@@ -31,6 +31,7 @@ from streams.pipeline import IngestTotals
 from web.analytics_api import analytics_router
 from web.auth import ApiAuth, KeyRing, Principal
 from web.dashboard import dashboard_router
+from web.errors import install_error_logging
 from web.experiments_api import experiments_router
 
 
@@ -144,6 +145,7 @@ def create_api(
     be None: then only the definitions made through the API). ``readers`` run ``/sql`` (read-only
     engine sessions, projections/sql_reader.py; default: ones with the default limits)."""
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
+    install_error_logging(api)
     auth = ApiAuth(keys)
     if definitions is None:
         definitions = Registry(warehouse, FileDefinitions(experiments, segments or {}))

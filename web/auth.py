@@ -38,6 +38,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from herald.errors import ConfigError
+from herald.redact import redact
 from herald.yaml_files import read_yaml
 
 GLOBAL = "*"
@@ -156,12 +157,18 @@ def load_key_ring(path: Path | None) -> KeyRing | None:
     return KeyRing(ring.keys)
 
 
+# Fields whose rejected value an error may echo. Not key_sha256, nor an unknown field (a key pasted as
+# ``key:`` by mistake), nor a whole entry: this message reaches the worker's log and the terminal.
+_ECHOED = ("name", "role", "tenant")
+
+
 def _problems(exc: ValidationError) -> str:
     out = []
     for err in exc.errors():
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
         msg = err["msg"].removeprefix("Value error, ")
-        out.append(f"{loc or 'file'}: {msg}" + ("" if "key_sha256" in loc else f" (got {err['input']!r})"))
+        echoed = bool(err["loc"]) and err["loc"][-1] in _ECHOED
+        out.append(f"{loc or 'file'}: {msg}" + (f" (got {redact(err['input'])!r})" if echoed else ""))
     return "; ".join(out)
 
 
