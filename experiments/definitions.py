@@ -45,8 +45,10 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from experiments.assignment import assign_layer, assign_variant, in_exposure
+from herald.dates import OUT_OF_RANGE, in_range
 from herald.errors import ConfigError
 from policies.engagement import EngagementProfile
 from policies.loader import PolicyError, PolicyProblem, read_policy_text
@@ -153,6 +155,13 @@ class ExperimentDefinition(_Frozen):
         if problems:
             raise ValueError("; ".join(problems))
         return variants
+
+    @field_validator("start", "stop")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        if not in_range(value):
+            raise PydanticCustomError("date_range", OUT_OF_RANGE)
+        return value
 
     @field_validator("stop")
     @classmethod

@@ -41,6 +41,7 @@ from experiments.registry import (
     update_experiment,
     update_segment,
 )
+from herald.dates import OUT_OF_RANGE, in_range
 from policies.segments import Segment
 from projections import experiment_queries
 from projections.warehouse import Warehouse
@@ -200,6 +201,8 @@ def experiments_router(  # noqa: PLR0915 - one short nested function per endpoin
         metric: Annotated[str, Query(description="One metric; every metric when left out")] = "",
         since: Annotated[datetime | None, Query(description="ISO time: computations from then on")] = None,
     ) -> dict[str, Any]:
+        if since is not None and not in_range(since):
+            raise HTTPException(422, detail=[f"since: {OUT_OF_RANGE}"])
         defn = experiment_entry(tenant, experiment_id).value
         if metric and metric not in METRICS:
             raise HTTPException(
