@@ -55,6 +55,11 @@ from policies.loader import PolicyError, PolicyProblem, read_policy_text
 from policies.segments import Segment
 
 __all__ = [
+    "MAX_DESCRIPTION_CHARS",
+    "MAX_ID_CHARS",
+    "MAX_TEMPLATE_VERSION",
+    "MAX_VARIANTS",
+    "MAX_WEIGHT",
     "METRICS",
     "ExperimentDefinition",
     "LayerRange",
@@ -80,7 +85,17 @@ Metric = Literal[
 ]
 METRICS: tuple[str, ...] = get_args(Metric)
 
-_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# Bounds of what one definition may hold, so that a definition (and so a change event, and every
+# snapshot that folds it) stays small whoever writes it: the API, or a file, checked by the same model.
+MAX_ID_CHARS = 64
+"""Ids and names: experiment, tenant, template, variant, layer, segment (the name pattern says it too)."""
+MAX_DESCRIPTION_CHARS = 2_000
+MAX_VARIANTS = 20
+MAX_WEIGHT = 1_000_000.0
+"""Weights are relative; a bound keeps their sum finite (assignment adds them up)."""
+MAX_TEMPLATE_VERSION = 2**31 - 1
+"""The contract's ``template_version`` is an Avro int: a larger one could not be put on an event."""
+_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # at most MAX_ID_CHARS
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -92,9 +107,9 @@ class _Frozen(BaseModel):
 class VariantSpec(_Frozen):
     """One arm: its name, the template version it sends and its relative traffic weight."""
 
-    name: str = Field(pattern=_NAME)
-    template_version: int = Field(ge=1)
-    weight: float = Field(gt=0)
+    name: str = Field(max_length=MAX_ID_CHARS, pattern=_NAME)
+    template_version: int = Field(ge=1, le=MAX_TEMPLATE_VERSION)
+    weight: float = Field(gt=0, le=MAX_WEIGHT)
 
 
 class LayerRange(_Frozen):
@@ -103,7 +118,7 @@ class LayerRange(_Frozen):
     Experiments in one layer with disjoint slices never share a recipient.
     """
 
-    name: str = Field(pattern=_NAME)
+    name: str = Field(max_length=MAX_ID_CHARS, pattern=_NAME)
     buckets: tuple[int, int]
 
     @field_validator("buckets")
@@ -126,16 +141,16 @@ class LayerRange(_Frozen):
 class ExperimentDefinition(_Frozen):
     """One experiment as a product owner writes it; the first variant is the control."""
 
-    id: str = Field(pattern=_NAME)
-    tenant: str = Field(pattern=_NAME)
-    template: str = Field(pattern=_NAME)
-    description: str = ""
-    variants: tuple[VariantSpec, ...] = Field(min_length=2)
-    segment: str | None = None
+    id: str = Field(max_length=MAX_ID_CHARS, pattern=_NAME)
+    tenant: str = Field(max_length=MAX_ID_CHARS, pattern=_NAME)
+    template: str = Field(max_length=MAX_ID_CHARS, pattern=_NAME)
+    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS)
+    variants: tuple[VariantSpec, ...] = Field(min_length=2, max_length=MAX_VARIANTS)
+    segment: str | None = Field(None, max_length=MAX_ID_CHARS)  # an unknown name is a cross check
     start: AwareDatetime
     stop: AwareDatetime
     primary_metric: Metric
-    guardrail_metrics: tuple[Metric, ...] = ()
+    guardrail_metrics: tuple[Metric, ...] = Field((), max_length=len(METRICS))
     mde: float = Field(gt=0, lt=1)
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     layer: LayerRange | None = None

@@ -80,6 +80,9 @@ from policies.segments import Segment
 
 __all__ = [
     "CHANGE_COLUMNS",
+    "MAX_EXPERIMENTS_PER_TENANT",
+    "MAX_NOTE_CHARS",
+    "MAX_SEGMENTS_PER_TENANT",
     "Change",
     "ConflictError",
     "Entry",
@@ -113,6 +116,12 @@ CHANGE_COLUMNS = (
     "changed_at", "tenant_id", "kind", "object_id", "version", "action", "body", "actor", "note",
 )  # fmt: skip
 _CHECKED = "<api>"  # the source name of the validation run: never shown, problems are re-worded
+# What one tenant may hold through the API. Each write checks the new definition against the tenant's
+# others, and every snapshot validates every object, so these bound what one tenant adds to the cost of
+# everyone's writes. Objects of the files do not count; deleted ones do not either.
+MAX_EXPERIMENTS_PER_TENANT = 500
+MAX_SEGMENTS_PER_TENANT = 200
+MAX_NOTE_CHARS = 500
 
 
 class RegistryError(ConfigError):
@@ -445,6 +454,8 @@ def _change(
     actor: str,
     note: str,
 ) -> Change:
+    if len(note) > MAX_NOTE_CHARS:
+        raise InvalidDefinitionError([f"note: at most {MAX_NOTE_CHARS} characters, got {len(note)}"])
     body = "" if value is None else json.dumps(value, separators=(",", ":"))
     version = snapshot.next_version(tenant, kind, object_id)
     return Change(now_ms, tenant, kind, object_id, version, action, body, actor, note)
@@ -467,6 +478,7 @@ def create_experiment(
             f"experiment id {experiment_id!r} is used by another tenant; ids are unique "
             "across tenants, choose another"
         )
+    _within_count(snapshot, tenant, "experiment", MAX_EXPERIMENTS_PER_TENANT)
     defn = _checked_experiment(snapshot, tenant, candidate, None)
     return _change(snapshot, tenant, "experiment", defn.id, "created", _json(defn), now_ms, actor, note)
 
@@ -537,6 +549,17 @@ def delete_experiment(
     return _change(snapshot, tenant, "experiment", experiment_id, "deleted", None, now_ms, actor, note)
 
 
+def _within_count(snapshot: RegistrySnapshot, tenant: str, kind: Kind, limit: int) -> None:
+    """Refuse one more object of ``kind`` when the tenant has ``limit`` through the API (those a changed
+    file leaves out of the snapshot count: they come back when the file does)."""
+    latest = snapshot.latest.items()
+    held = sum(1 for (t, k, _), c in latest if t == tenant and k == kind and c.action != "deleted")
+    if held >= limit:
+        raise InvalidDefinitionError(
+            [f"{kind}s: at most {limit} per tenant through the API ({tenant} has {held})"]
+        )
+
+
 def _origin(snapshot: RegistrySnapshot, entry: Entry[Any]) -> str:
     if entry.source == "file":
         segment = isinstance(entry.value, Segment)
@@ -574,6 +597,7 @@ def create_segment(
         )
     if existing is not None:
         raise ConflictError(f"segment {name!r} already exists ({_origin(snapshot, existing)})")
+    _within_count(snapshot, tenant, "segment", MAX_SEGMENTS_PER_TENANT)
     segment = _checked_segment(candidate)
     value = segment.definition.model_dump()
     return _change(snapshot, tenant, "segment", segment.name, "created", value, now_ms, actor, note)

@@ -24,6 +24,7 @@ from fastapi import Path as PathParam
 
 from experiments.definitions import METRICS, ExperimentDefinition
 from experiments.registry import (
+    MAX_NOTE_CHARS,
     Change,
     ConflictError,
     Entry,
@@ -82,7 +83,7 @@ def experiments_router(  # noqa: PLR0915 - one short nested function per endpoin
     ExperimentId = Annotated[str, PathParam(pattern=ID_PATTERN)]  # noqa: N806 - a type alias
     SegmentName = Annotated[str, PathParam(pattern=ID_PATTERN)]  # noqa: N806 - a type alias
     Note = Annotated[  # noqa: N806 - a type alias, named as one
-        str, Query(max_length=500, description="Why: kept with the change event")
+        str, Query(max_length=MAX_NOTE_CHARS, description="Why: kept with the change event")
     ]
     ExperimentBody = Annotated[Any, Body(description=EXPERIMENT_BODY)]  # noqa: N806 - a type alias
     SegmentBody = Annotated[Any, Body(description=SEGMENT_BODY)]  # noqa: N806 - a type alias
