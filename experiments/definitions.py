@@ -29,7 +29,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +67,7 @@ __all__ = [
     "VariantSpec",
     "allocation_changes",
     "allocation_fingerprint",
+    "check_experiments",
     "exposure",
     "load_experiments",
     "load_experiments_text",
@@ -235,6 +236,14 @@ def load_experiments_text(
     entries = data.get("experiments") if isinstance(data, dict) else None
     if not isinstance(entries, list) or set(data) != {"experiments"}:
         raise PolicyError([PolicyProblem(source, "", "must be a mapping with one key, experiments: [...]")])
+    return check_experiments(entries, segments, source=source)
+
+
+def check_experiments(
+    entries: Sequence[Any], segments: Mapping[str, Segment], *, source: str = "<experiments>"
+) -> LoadedExperiments:
+    """Validate parsed entries (each a mapping as in the file) as one experiments file: the field checks,
+    then the checks across experiments; raise :class:`PolicyError` naming every problem."""
     problems: list[PolicyProblem] = []
     valid: list[tuple[int, ExperimentDefinition]] = []
     # Each entry is validated alone so one bad experiment does not hide the others' problems.

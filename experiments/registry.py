@@ -8,11 +8,13 @@ name) and a note. The current state is the newest event of each object on top of
 is changed in place, so an object's events are its whole history.
 
 - One validator. An experiment change is checked by
-  :func:`experiments.definitions.load_experiments_text` over the tenant's experiments with the change
-  applied: the field checks and the checks across experiments (unknown segment, overlapping layers)
-  of a YAML file, reported as ``field: reason`` (``variants[1].weight: Input should be greater
-  than 0``). A segment is checked by :meth:`policies.segments.Segment.from_data`, the YAML loader's
-  checks (``rule: segment vip: unknown attribute … at column 5``).
+  :func:`experiments.definitions.check_experiments` (what the YAML loader runs on a file's entries)
+  over the tenant's experiments with the change applied: the field checks and the checks across
+  experiments (unknown segment, overlapping layers), reported as ``field: reason``
+  (``variants[1].weight: Input should be greater than 0``). A segment is checked by
+  :meth:`policies.segments.Segment.from_data`, the YAML loader's checks (``rule: segment vip: unknown
+  attribute … at column 5``). Both models bound every field; a tenant holds at most
+  MAX_EXPERIMENTS_PER_TENANT experiments and MAX_SEGMENTS_PER_TENANT segments through the API.
 - Frozen allocation. A running experiment's allocation (what :func:`allocation_fingerprint` covers:
   id, variants and weights, layer, holdout, segment) cannot change: :func:`allocation_changes` decides,
   the refusal names the fields. Its ``stop`` may move, which ends it early; ``stopped`` sets it to now.
@@ -64,7 +66,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-import yaml
 from pydantic import ValidationError
 
 from experiments.definitions import (
@@ -72,7 +73,7 @@ from experiments.definitions import (
     LoadedExperiments,
     allocation_changes,
     allocation_fingerprint,
-    load_experiments_text,
+    check_experiments,
 )
 from herald.errors import ConfigError
 from policies.loader import PolicyError, PolicyProblem
@@ -389,7 +390,7 @@ def _problems(entries: list[dict[str, Any]], segments: Mapping[str, Segment]) ->
     """Every problem of ``entries`` as an experiments file, by entry index (None: the whole file),
     worded for the API: ``field: reason`` with other entries named by id."""
     try:
-        load_experiments_text(yaml.safe_dump({"experiments": entries}), segments, source=_CHECKED)
+        check_experiments(entries, segments, source=_CHECKED)
     except PolicyError as exc:
         return [_worded(problem, entries) for problem in exc.problems]
     return []
