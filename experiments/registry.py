@@ -677,8 +677,15 @@ _SELECT = f"""
 SELECT toUnixTimestamp64Milli(changed_at), tenant_id, kind, object_id, version, action, body, actor, note
 FROM {TABLE}
 """
+# The newest event of each object without sorting the history's bodies: the subquery reads the key
+# columns only; the primary key then narrows the read to the granules holding those versions, and
+# PREWHERE drops their other rows before ``body`` is read, so the sort and the result hold one body
+# per object. Two events of one version (two processes writing at once): the later wins.
 _LATEST_SQL = f"""{_SELECT}
-ORDER BY tenant_id, kind, object_id, version DESC
+PREWHERE (tenant_id, kind, object_id, version) IN (
+    SELECT tenant_id, kind, object_id, max(version) FROM {TABLE} GROUP BY tenant_id, kind, object_id
+)
+ORDER BY tenant_id, kind, object_id, changed_at DESC
 LIMIT 1 BY tenant_id, kind, object_id
 """
 _HISTORY_SQL = (
@@ -687,6 +694,18 @@ _HISTORY_SQL = (
     + "ORDER BY version, changed_at"
 )
 _PROBE_SQL = f"SELECT count(), max(version), toUnixTimestamp64Milli(max(changed_at)) FROM {TABLE}"
+Probe = tuple[int, int, int]
+
+
+def _probe(store: ChangeStore) -> Probe:
+    count, version, at = store.rows(_PROBE_SQL)[0]
+    return int(count), int(version), int(at)
+
+
+def _probe_after(probe: Probe, change: Change) -> Probe:
+    """What the probe shows once ``change`` is appended, if nothing else was."""
+    count, version, at = probe
+    return count + 1, max(version, change.version), max(at, change.changed_at_ms)
 
 
 def _changes(rows: Iterable[tuple[Any, ...]]) -> list[Change]:
@@ -704,30 +723,42 @@ def load_snapshot(store: ChangeStore, files: FileDefinitions) -> RegistrySnapsho
 
 class Registry:
     """Reads and appends definition changes in the warehouse; the snapshot is cached until the table
-    changes (a cheap count probe), so dispatch may ask for it often."""
+    changes (a cheap count probe), so dispatch may ask for it often.
+
+    A write costs the same whatever the history's length: the snapshot after it is the one before
+    with the appended change folded in, nothing is read back. It is cached under the probe the table
+    will show if nothing else is appended meanwhile; a write by another process (or a lost insert)
+    makes the next probe differ, and that snapshot reads the newest events again (only theirs).
+    """
 
     def __init__(self, store: ChangeStore, files: FileDefinitions) -> None:
         self.store = store
         self.files = files
         self._lock = threading.Lock()
-        self._cached: tuple[tuple[Any, ...], RegistrySnapshot] | None = None
+        self._cached: tuple[Probe, RegistrySnapshot] | None = None
 
     def snapshot(self) -> RegistrySnapshot:
         """The current definitions (see :class:`RegistrySnapshot`)."""
-        probe = tuple(self.store.rows(_PROBE_SQL)[0])
+        return self._current()[1]
+
+    def _current(self) -> tuple[Probe, RegistrySnapshot]:
+        probe = _probe(self.store)
         cached = self._cached
         if cached is not None and cached[0] == probe:
-            return cached[1]
-        snapshot = load_snapshot(self.store, self.files)
-        self._cached = (probe, snapshot)
-        return snapshot
+            return cached
+        current = (probe, load_snapshot(self.store, self.files))
+        self._cached = current
+        return current
 
     def apply(self, plan: Callable[[RegistrySnapshot], Change]) -> Change:
         """Check a change against the current state and append it: ``plan`` (e.g. ``lambda s:
         create_experiment(s, tenant, body, now_ms, actor)``) returns it or raises RegistryError."""
         with self._lock:
-            change = plan(self.snapshot())
+            probe, before = self._current()
+            change = plan(before)
             self.store.insert(TABLE, [change.row()], CHANGE_COLUMNS)
+            after = fold(self.files, [*before.latest.values(), change])
+            self._cached = (_probe_after(probe, change), after)
         return change
 
     def changes(self, tenant: str, kind: Kind, object_id: str) -> list[Change]:
