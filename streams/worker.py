@@ -169,6 +169,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             monitor=lambda: agents.monitor.status() if agents.monitor else {"enabled": False},
             dispatch=lambda: agents.dispatch.status() if agents.dispatch else {"enabled": False},
             definitions=registry,
+            max_body_bytes=settings.api_max_body_bytes,
         ),
         settings.api_host,
         settings.api_port,

@@ -26,6 +26,7 @@ from web.analytics_api import analytics_router
 from web.auth import ApiAuth, KeyRing, Principal
 from web.dashboard import dashboard_router
 from web.experiments_api import experiments_router
+from web.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from web.sql import read_only_problem
 
 
@@ -123,6 +124,7 @@ def create_api(
     experiments: LoadedExperiments | None = None,
     segments: Mapping[str, Segment] | None = None,
     definitions: Registry | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The worker's API. ``keys`` (web.auth.load_key_ring(settings.api_keys_file)) guard /api/v1 and
     /sql; with None, /api/v1 answers 503 and /sql stays open (see web/auth.py). ``policy``
@@ -133,6 +135,7 @@ def create_api(
     be None: then only the definitions made through the API)."""
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
     auth = ApiAuth(keys)
+    api.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # 413 beyond it: web/limits.py
     if definitions is None:
         definitions = Registry(warehouse, FileDefinitions(experiments, segments or {}))
     api.include_router(analytics_router(warehouse, auth, clock, policy))
