@@ -29,7 +29,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,14 +45,21 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from experiments.assignment import assign_layer, assign_variant, in_exposure
+from herald.dates import OUT_OF_RANGE, in_range
 from herald.errors import ConfigError
 from policies.engagement import EngagementProfile
 from policies.loader import PolicyError, PolicyProblem, read_policy_text
 from policies.segments import Segment
 
 __all__ = [
+    "MAX_DESCRIPTION_CHARS",
+    "MAX_ID_CHARS",
+    "MAX_TEMPLATE_VERSION",
+    "MAX_VARIANTS",
+    "MAX_WEIGHT",
     "METRICS",
     "ExperimentDefinition",
     "LayerRange",
@@ -60,6 +67,7 @@ __all__ = [
     "VariantSpec",
     "allocation_changes",
     "allocation_fingerprint",
+    "check_experiments",
     "exposure",
     "load_experiments",
     "load_experiments_text",
@@ -78,7 +86,17 @@ Metric = Literal[
 ]
 METRICS: tuple[str, ...] = get_args(Metric)
 
-_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# Bounds of what one definition may hold, so that a definition (and so a change event, and every
+# snapshot that folds it) stays small whoever writes it: the API, or a file, checked by the same model.
+MAX_ID_CHARS = 64
+"""Ids and names: experiment, tenant, template, variant, layer, segment (the name pattern says it too)."""
+MAX_DESCRIPTION_CHARS = 2_000
+MAX_VARIANTS = 20
+MAX_WEIGHT = 1_000_000.0
+"""Weights are relative; a bound keeps their sum finite (assignment adds them up)."""
+MAX_TEMPLATE_VERSION = 2**31 - 1
+"""The contract's ``template_version`` is an Avro int: a larger one could not be put on an event."""
+_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # at most MAX_ID_CHARS
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -90,9 +108,9 @@ class _Frozen(BaseModel):
 class VariantSpec(_Frozen):
     """One arm: its name, the template version it sends and its relative traffic weight."""
 
-    name: str = Field(pattern=_NAME)
-    template_version: int = Field(ge=1)
-    weight: float = Field(gt=0)
+    name: str = Field(max_length=MAX_ID_CHARS, pattern=_NAME)
+    template_version: int = Field(ge=1, le=MAX_TEMPLATE_VERSION)
+    weight: float = Field(gt=0, le=MAX_WEIGHT)
 
 
 class LayerRange(_Frozen):
@@ -101,7 +119,7 @@ class LayerRange(_Frozen):
     Experiments in one layer with disjoint slices never share a recipient.
     """
 
-    name: str = Field(pattern=_NAME)
+    name: str = Field(max_length=MAX_ID_CHARS, pattern=_NAME)
     buckets: tuple[int, int]
 
     @field_validator("buckets")
@@ -124,16 +142,16 @@ class LayerRange(_Frozen):
 class ExperimentDefinition(_Frozen):
     """One experiment as a product owner writes it; the first variant is the control."""
 
-    id: str = Field(pattern=_NAME)
-    tenant: str = Field(pattern=_NAME)
-    template: str = Field(pattern=_NAME)
-    description: str = ""
-    variants: tuple[VariantSpec, ...] = Field(min_length=2)
-    segment: str | None = None
+    id: str = Field(max_length=MAX_ID_CHARS, pattern=_NAME)
+    tenant: str = Field(max_length=MAX_ID_CHARS, pattern=_NAME)
+    template: str = Field(max_length=MAX_ID_CHARS, pattern=_NAME)
+    description: str = Field("", max_length=MAX_DESCRIPTION_CHARS)
+    variants: tuple[VariantSpec, ...] = Field(min_length=2, max_length=MAX_VARIANTS)
+    segment: str | None = Field(None, max_length=MAX_ID_CHARS)  # an unknown name is a cross check
     start: AwareDatetime
     stop: AwareDatetime
     primary_metric: Metric
-    guardrail_metrics: tuple[Metric, ...] = ()
+    guardrail_metrics: tuple[Metric, ...] = Field((), max_length=len(METRICS))
     mde: float = Field(gt=0, lt=1)
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     layer: LayerRange | None = None
@@ -153,6 +171,13 @@ class ExperimentDefinition(_Frozen):
         if problems:
             raise ValueError("; ".join(problems))
         return variants
+
+    @field_validator("start", "stop")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        if not in_range(value):
+            raise PydanticCustomError("date_range", OUT_OF_RANGE)
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -211,6 +236,14 @@ def load_experiments_text(
     entries = data.get("experiments") if isinstance(data, dict) else None
     if not isinstance(entries, list) or set(data) != {"experiments"}:
         raise PolicyError([PolicyProblem(source, "", "must be a mapping with one key, experiments: [...]")])
+    return check_experiments(entries, segments, source=source)
+
+
+def check_experiments(
+    entries: Sequence[Any], segments: Mapping[str, Segment], *, source: str = "<experiments>"
+) -> LoadedExperiments:
+    """Validate parsed entries (each a mapping as in the file) as one experiments file: the field checks,
+    then the checks across experiments; raise :class:`PolicyError` naming every problem."""
     problems: list[PolicyProblem] = []
     valid: list[tuple[int, ExperimentDefinition]] = []
     # Each entry is validated alone so one bad experiment does not hide the others' problems.

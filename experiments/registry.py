@@ -8,11 +8,13 @@ name) and a note. The current state is the newest event of each object on top of
 is changed in place, so an object's events are its whole history.
 
 - One validator. An experiment change is checked by
-  :func:`experiments.definitions.load_experiments_text` over the tenant's experiments with the change
-  applied: the field checks and the checks across experiments (unknown segment, overlapping layers)
-  of a YAML file, reported as ``field: reason`` (``variants[1].weight: Input should be greater
-  than 0``). A segment is checked by :meth:`policies.segments.Segment.from_data`, the YAML loader's
-  checks (``rule: segment vip: unknown attribute … at column 5``).
+  :func:`experiments.definitions.check_experiments` (what the YAML loader runs on a file's entries)
+  over the tenant's experiments with the change applied: the field checks and the checks across
+  experiments (unknown segment, overlapping layers), reported as ``field: reason``
+  (``variants[1].weight: Input should be greater than 0``). A segment is checked by
+  :meth:`policies.segments.Segment.from_data`, the YAML loader's checks (``rule: segment vip: unknown
+  attribute … at column 5``). Both models bound every field; a tenant holds at most
+  MAX_EXPERIMENTS_PER_TENANT experiments and MAX_SEGMENTS_PER_TENANT segments through the API.
 - Frozen allocation. A running experiment's allocation (what :func:`allocation_fingerprint` covers:
   id, variants and weights, layer, holdout, segment) cannot change: :func:`allocation_changes` decides,
   the refusal names the fields. Its ``stop`` may move, which ends it early; ``stopped`` sets it to now.
@@ -64,7 +66,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-import yaml
 from pydantic import ValidationError
 
 from experiments.definitions import (
@@ -72,7 +73,7 @@ from experiments.definitions import (
     LoadedExperiments,
     allocation_changes,
     allocation_fingerprint,
-    load_experiments_text,
+    check_experiments,
 )
 from herald.errors import ConfigError
 from policies.loader import PolicyError, PolicyProblem
@@ -80,6 +81,9 @@ from policies.segments import Segment
 
 __all__ = [
     "CHANGE_COLUMNS",
+    "MAX_EXPERIMENTS_PER_TENANT",
+    "MAX_NOTE_CHARS",
+    "MAX_SEGMENTS_PER_TENANT",
     "Change",
     "ConflictError",
     "Entry",
@@ -113,6 +117,12 @@ CHANGE_COLUMNS = (
     "changed_at", "tenant_id", "kind", "object_id", "version", "action", "body", "actor", "note",
 )  # fmt: skip
 _CHECKED = "<api>"  # the source name of the validation run: never shown, problems are re-worded
+# What one tenant may hold through the API. Each write checks the new definition against the tenant's
+# others, and every snapshot validates every object, so these bound what one tenant adds to the cost of
+# everyone's writes. Objects of the files do not count; deleted ones do not either.
+MAX_EXPERIMENTS_PER_TENANT = 500
+MAX_SEGMENTS_PER_TENANT = 200
+MAX_NOTE_CHARS = 500
 
 
 class RegistryError(ConfigError):
@@ -380,7 +390,7 @@ def _problems(entries: list[dict[str, Any]], segments: Mapping[str, Segment]) ->
     """Every problem of ``entries`` as an experiments file, by entry index (None: the whole file),
     worded for the API: ``field: reason`` with other entries named by id."""
     try:
-        load_experiments_text(yaml.safe_dump({"experiments": entries}), segments, source=_CHECKED)
+        check_experiments(entries, segments, source=_CHECKED)
     except PolicyError as exc:
         return [_worded(problem, entries) for problem in exc.problems]
     return []
@@ -445,6 +455,8 @@ def _change(
     actor: str,
     note: str,
 ) -> Change:
+    if len(note) > MAX_NOTE_CHARS:
+        raise InvalidDefinitionError([f"note: at most {MAX_NOTE_CHARS} characters, got {len(note)}"])
     body = "" if value is None else json.dumps(value, separators=(",", ":"))
     version = snapshot.next_version(tenant, kind, object_id)
     return Change(now_ms, tenant, kind, object_id, version, action, body, actor, note)
@@ -467,6 +479,7 @@ def create_experiment(
             f"experiment id {experiment_id!r} is used by another tenant; ids are unique "
             "across tenants, choose another"
         )
+    _within_count(snapshot, tenant, "experiment", MAX_EXPERIMENTS_PER_TENANT)
     defn = _checked_experiment(snapshot, tenant, candidate, None)
     return _change(snapshot, tenant, "experiment", defn.id, "created", _json(defn), now_ms, actor, note)
 
@@ -537,6 +550,17 @@ def delete_experiment(
     return _change(snapshot, tenant, "experiment", experiment_id, "deleted", None, now_ms, actor, note)
 
 
+def _within_count(snapshot: RegistrySnapshot, tenant: str, kind: Kind, limit: int) -> None:
+    """Refuse one more object of ``kind`` when the tenant has ``limit`` through the API (those a changed
+    file leaves out of the snapshot count: they come back when the file does)."""
+    latest = snapshot.latest.items()
+    held = sum(1 for (t, k, _), c in latest if t == tenant and k == kind and c.action != "deleted")
+    if held >= limit:
+        raise InvalidDefinitionError(
+            [f"{kind}s: at most {limit} per tenant through the API ({tenant} has {held})"]
+        )
+
+
 def _origin(snapshot: RegistrySnapshot, entry: Entry[Any]) -> str:
     if entry.source == "file":
         segment = isinstance(entry.value, Segment)
@@ -574,6 +598,7 @@ def create_segment(
         )
     if existing is not None:
         raise ConflictError(f"segment {name!r} already exists ({_origin(snapshot, existing)})")
+    _within_count(snapshot, tenant, "segment", MAX_SEGMENTS_PER_TENANT)
     segment = _checked_segment(candidate)
     value = segment.definition.model_dump()
     return _change(snapshot, tenant, "segment", segment.name, "created", value, now_ms, actor, note)
@@ -652,8 +677,15 @@ _SELECT = f"""
 SELECT toUnixTimestamp64Milli(changed_at), tenant_id, kind, object_id, version, action, body, actor, note
 FROM {TABLE}
 """
+# The newest event of each object without sorting the history's bodies: the subquery reads the key
+# columns only; the primary key then narrows the read to the granules holding those versions, and
+# PREWHERE drops their other rows before ``body`` is read, so the sort and the result hold one body
+# per object. Two events of one version (two processes writing at once): the later wins.
 _LATEST_SQL = f"""{_SELECT}
-ORDER BY tenant_id, kind, object_id, version DESC
+PREWHERE (tenant_id, kind, object_id, version) IN (
+    SELECT tenant_id, kind, object_id, max(version) FROM {TABLE} GROUP BY tenant_id, kind, object_id
+)
+ORDER BY tenant_id, kind, object_id, changed_at DESC
 LIMIT 1 BY tenant_id, kind, object_id
 """
 _HISTORY_SQL = (
@@ -662,6 +694,18 @@ _HISTORY_SQL = (
     + "ORDER BY version, changed_at"
 )
 _PROBE_SQL = f"SELECT count(), max(version), toUnixTimestamp64Milli(max(changed_at)) FROM {TABLE}"
+Probe = tuple[int, int, int]
+
+
+def _probe(store: ChangeStore) -> Probe:
+    count, version, at = store.rows(_PROBE_SQL)[0]
+    return int(count), int(version), int(at)
+
+
+def _probe_after(probe: Probe, change: Change) -> Probe:
+    """What the probe shows once ``change`` is appended, if nothing else was."""
+    count, version, at = probe
+    return count + 1, max(version, change.version), max(at, change.changed_at_ms)
 
 
 def _changes(rows: Iterable[tuple[Any, ...]]) -> list[Change]:
@@ -679,30 +723,42 @@ def load_snapshot(store: ChangeStore, files: FileDefinitions) -> RegistrySnapsho
 
 class Registry:
     """Reads and appends definition changes in the warehouse; the snapshot is cached until the table
-    changes (a cheap count probe), so dispatch may ask for it often."""
+    changes (a cheap count probe), so dispatch may ask for it often.
+
+    A write costs the same whatever the history's length: the snapshot after it is the one before
+    with the appended change folded in, nothing is read back. It is cached under the probe the table
+    will show if nothing else is appended meanwhile; a write by another process (or a lost insert)
+    makes the next probe differ, and that snapshot reads the newest events again (only theirs).
+    """
 
     def __init__(self, store: ChangeStore, files: FileDefinitions) -> None:
         self.store = store
         self.files = files
         self._lock = threading.Lock()
-        self._cached: tuple[tuple[Any, ...], RegistrySnapshot] | None = None
+        self._cached: tuple[Probe, RegistrySnapshot] | None = None
 
     def snapshot(self) -> RegistrySnapshot:
         """The current definitions (see :class:`RegistrySnapshot`)."""
-        probe = tuple(self.store.rows(_PROBE_SQL)[0])
+        return self._current()[1]
+
+    def _current(self) -> tuple[Probe, RegistrySnapshot]:
+        probe = _probe(self.store)
         cached = self._cached
         if cached is not None and cached[0] == probe:
-            return cached[1]
-        snapshot = load_snapshot(self.store, self.files)
-        self._cached = (probe, snapshot)
-        return snapshot
+            return cached
+        current = (probe, load_snapshot(self.store, self.files))
+        self._cached = current
+        return current
 
     def apply(self, plan: Callable[[RegistrySnapshot], Change]) -> Change:
         """Check a change against the current state and append it: ``plan`` (e.g. ``lambda s:
         create_experiment(s, tenant, body, now_ms, actor)``) returns it or raises RegistryError."""
         with self._lock:
-            change = plan(self.snapshot())
+            probe, before = self._current()
+            change = plan(before)
             self.store.insert(TABLE, [change.row()], CHANGE_COLUMNS)
+            after = fold(self.files, [*before.latest.values(), change])
+            self._cached = (_probe_after(probe, change), after)
         return change
 
     def changes(self, tenant: str, kind: Kind, object_id: str) -> list[Change]:

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from herald.errors import ConfigError
 from herald.redact import is_secret_name, redact
 from streams.topics import Topics
+from web.limits import DEFAULT_MAX_BODY_BYTES
 
 BUNDLED_GUARDRAILS = Path(__file__).resolve().parents[1] / "policies" / "examples" / "guardrails.yaml"
 """The example guardrails policy shipped with the package: what a worker loads when none is configured."""
@@ -53,6 +54,12 @@ class Settings(BaseSettings):
     )
     api_host: str = "127.0.0.1"
     api_port: int = Field(8740, ge=0, le=65535, description="Port of the worker's web/API server; 0 = any.")
+    api_max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES,
+        ge=4_096,
+        le=16 * 1024 * 1024,
+        description="Largest request body the API reads; larger ones get 413.",
+    )
     warehouse_share_port: int = Field(
         0,
         ge=0,

@@ -44,10 +44,14 @@ from policies.segment_rules import (
     RuleError,
 )
 
-__all__ = ["parse_rule"]
+__all__ = ["MAX_RULE_CONDITIONS", "MAX_RULE_DEPTH", "parse_rule"]
 
 _KEYWORDS = ("and", "or", "not", "in", "true", "false")
-_MAX_DEPTH = 32
+MAX_RULE_DEPTH = 32
+"""Nesting (``not`` and parentheses) a rule may have: the parser recurses once per level."""
+MAX_RULE_CONDITIONS = 50
+"""Conditions a rule may combine (a comparison, a flag, a function call, ``true``; a list such as
+``country in ("US", "CA")`` is one): every recipient of every dispatch is evaluated against them."""
 _UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1_000}
 
 
@@ -125,6 +129,7 @@ class _Parser:
         self.tokens = _tokenize(rule, self.fail)
         self.pos = 0
         self.depth = 0
+        self.conditions = 0
 
     def fail(self, column: int, problem: str, hint: str = "") -> RuleError:
         return RuleError(self.segment, self.rule, column, problem, hint)
@@ -167,8 +172,8 @@ class _Parser:
 
     def negation(self) -> Condition:
         self.depth += 1
-        if self.depth > _MAX_DEPTH:
-            raise self.fail(self.token.column, f"rule nests deeper than {_MAX_DEPTH} levels")
+        if self.depth > MAX_RULE_DEPTH:
+            raise self.fail(self.token.column, f"rule nests deeper than {MAX_RULE_DEPTH} levels")
         try:
             if self.at("keyword", "not"):
                 self.take()
@@ -184,6 +189,10 @@ class _Parser:
             inner = self.junction("or")
             self.expect("punct", ")", "')'")
             return inner
+        self.conditions += 1
+        if self.conditions > MAX_RULE_CONDITIONS:
+            hint = 'simplify it, or put the values of one attribute in a list: country in ("US", "CA")'
+            raise self.fail(token.column, f"rule has more than {MAX_RULE_CONDITIONS} conditions", hint)
         if token.kind == "keyword" and token.text in ("true", "false"):
             self.take()
             return Constant(token.text == "true")

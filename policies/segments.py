@@ -22,12 +22,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from herald.errors import ConfigError
 from herald.yaml_files import read_yaml
 from policies.engagement import EngagementProfile
-from policies.segment_parser import parse_rule
+from policies.segment_parser import MAX_RULE_CONDITIONS, MAX_RULE_DEPTH, parse_rule
 from policies.segment_rules import ATTRIBUTES, FUNCTIONS, Compare, Condition, Junction, Not, RuleError
 
 __all__ = [
     "ATTRIBUTES",
     "FUNCTIONS",
+    "MAX_RULE_CHARS",
+    "MAX_RULE_CONDITIONS",
+    "MAX_RULE_DEPTH",
+    "MAX_SEGMENT_DESCRIPTION_CHARS",
+    "MAX_SEGMENT_NAME_CHARS",
     "Condition",
     "RuleError",
     "Segment",
@@ -39,14 +44,21 @@ __all__ = [
 _EMPTY = EngagementProfile()
 
 
+# Bounds of one segment, whoever writes it (a file or the API: the same model); the rule's conditions
+# and nesting are counted by the parser (MAX_RULE_CONDITIONS, MAX_RULE_DEPTH).
+MAX_SEGMENT_NAME_CHARS = 64
+MAX_SEGMENT_DESCRIPTION_CHARS = 2_000
+MAX_RULE_CHARS = 2_000
+
+
 class SegmentDefinition(BaseModel):
     """A segment as written in YAML: a stable name, a sentence for humans, and the rule."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    description: str = ""
-    rule: str = Field(min_length=1, max_length=4000)
+    name: str = Field(max_length=MAX_SEGMENT_NAME_CHARS, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    description: str = Field("", max_length=MAX_SEGMENT_DESCRIPTION_CHARS)
+    rule: str = Field(min_length=1, max_length=MAX_RULE_CHARS)
 
 
 class _SegmentFile(BaseModel):

@@ -20,7 +20,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
+from herald.dates import OUT_OF_RANGE, in_range
 from policies.models import BudgetSpec, GuardrailsPolicy, SlaObjective
 from policies.sla import DEFAULT_RULES, BurnRateRule, SlaCounts, evaluate_sla
 from projections.warehouse import Warehouse
@@ -110,6 +112,8 @@ class FilterParams(BaseModel):
     def _utc(cls, value: datetime | None) -> datetime | None:
         if value is None:
             return None
+        if not in_range(value):  # checked first: converting year 9999 or 0001 to UTC may overflow
+            raise PydanticCustomError("date_range", OUT_OF_RANGE)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     @field_validator("end")

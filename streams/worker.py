@@ -195,6 +195,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             dispatch=lambda: agents.dispatch.status() if agents.dispatch else {"enabled": False},
             definitions=registry,
             readers=SqlReaders(warehouse, reader_limits(settings)),
+            max_body_bytes=settings.api_max_body_bytes,
         ),
         settings.api_host,
         settings.api_port,

@@ -33,6 +33,7 @@ from web.auth import ApiAuth, KeyRing, Principal
 from web.dashboard import dashboard_router
 from web.errors import install_error_logging
 from web.experiments_api import experiments_router
+from web.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 
 
 class SqlRequest(BaseModel):
@@ -135,6 +136,7 @@ def create_api(
     segments: Mapping[str, Segment] | None = None,
     definitions: Registry | None = None,
     readers: SqlReaders | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The worker's API. ``keys`` (web.auth.load_key_ring(settings.api_keys_file)) guard /api/v1 and
     /sql; with None, /api/v1 answers 503 and /sql stays open (see web/auth.py). ``policy``
@@ -147,6 +149,7 @@ def create_api(
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
     install_error_logging(api)
     auth = ApiAuth(keys)
+    api.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # 413 beyond it: web/limits.py
     if definitions is None:
         definitions = Registry(warehouse, FileDefinitions(experiments, segments or {}))
     sql_readers = readers or SqlReaders(warehouse)

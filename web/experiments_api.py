@@ -24,6 +24,7 @@ from fastapi import Path as PathParam
 
 from experiments.definitions import METRICS, ExperimentDefinition
 from experiments.registry import (
+    MAX_NOTE_CHARS,
     Change,
     ConflictError,
     Entry,
@@ -41,6 +42,7 @@ from experiments.registry import (
     update_experiment,
     update_segment,
 )
+from herald.dates import OUT_OF_RANGE, in_range
 from policies.segments import Segment
 from projections import experiment_queries
 from projections.warehouse import Warehouse
@@ -81,7 +83,7 @@ def experiments_router(  # noqa: PLR0915 - one short nested function per endpoin
     ExperimentId = Annotated[str, PathParam(pattern=ID_PATTERN)]  # noqa: N806 - a type alias
     SegmentName = Annotated[str, PathParam(pattern=ID_PATTERN)]  # noqa: N806 - a type alias
     Note = Annotated[  # noqa: N806 - a type alias, named as one
-        str, Query(max_length=500, description="Why: kept with the change event")
+        str, Query(max_length=MAX_NOTE_CHARS, description="Why: kept with the change event")
     ]
     ExperimentBody = Annotated[Any, Body(description=EXPERIMENT_BODY)]  # noqa: N806 - a type alias
     SegmentBody = Annotated[Any, Body(description=SEGMENT_BODY)]  # noqa: N806 - a type alias
@@ -200,6 +202,8 @@ def experiments_router(  # noqa: PLR0915 - one short nested function per endpoin
         metric: Annotated[str, Query(description="One metric; every metric when left out")] = "",
         since: Annotated[datetime | None, Query(description="ISO time: computations from then on")] = None,
     ) -> dict[str, Any]:
+        if since is not None and not in_range(since):
+            raise HTTPException(422, detail=[f"since: {OUT_OF_RANGE}"])
         defn = experiment_entry(tenant, experiment_id).value
         if metric and metric not in METRICS:
             raise HTTPException(

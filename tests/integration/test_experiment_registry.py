@@ -6,8 +6,9 @@ and the registry snapshot dispatch uses assigns the API's experiments through ``
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,16 @@ import yaml
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from experiments.definitions import exposure, load_experiments_text, variant_for
-from experiments.registry import FileDefinitions, Registry
+from experiments.definitions import MAX_DESCRIPTION_CHARS, exposure, load_experiments_text, variant_for
+from experiments.registry import (
+    CHANGE_COLUMNS,
+    TABLE,
+    Change,
+    FileDefinitions,
+    Registry,
+    create_segment,
+    update_experiment,
+)
 from policies.engagement import EngagementProfile
 from policies.segments import Segment
 from projections import experiment_queries
@@ -490,3 +499,74 @@ def test_the_api_works_without_any_policies_file(env: Env) -> None:
         f"{tenant}/experiments", headers=headers, json=experiment("bare-gold", segment="gold")
     )
     assert gold.status_code == 422 and gold.json()["detail"] == ["segment: unknown segment 'gold'"]
+
+
+class Recording:
+    """The warehouse as the registry's ChangeStore, keeping every row its queries return."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+        self.returned: list[tuple[Any, ...]] = []
+
+    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        found = self.warehouse.rows(sql, parameters)
+        self.returned += found
+        return found
+
+    def insert(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        columns: Sequence[str],
+        dedup_token: str | None = None,
+    ) -> None:
+        self.warehouse.insert(table, rows, columns, dedup_token)
+
+
+def test_a_write_reads_no_body_back_whatever_the_history(env: Env) -> None:
+    """With 300 versions of one experiment, each as large as the bounds allow, a cold read returns only
+    its newest body; a write and the snapshot after it read no body at all (probes only), and that
+    snapshot is the one a fresh read of the warehouse gives."""
+    tenant, object_id, versions = "long-history", "rewritten", 300
+
+    def version(v: int) -> tuple[Any, ...]:
+        longest = f"v{v} ".ljust(MAX_DESCRIPTION_CHARS, "x")
+        body = json.dumps({**experiment(object_id, description=longest), "tenant": tenant})
+        action = "created" if v == 1 else "updated"
+        return Change(NOW_MS - versions + v, tenant, "experiment", object_id, v, action, body, "a").row()
+
+    env.warehouse.insert(TABLE, [version(v) for v in range(1, versions + 1)], CHANGE_COLUMNS)
+    store = Recording(env.warehouse)
+    registry = Registry(store, env.files)
+
+    cold = registry.snapshot()
+    bodies = [row for row in store.returned if len(row) == len(CHANGE_COLUMNS) and row[3] == object_id]
+    assert [row[4] for row in bodies] == [versions]
+    assert cold.experiment_entries[object_id].version == versions
+
+    store.returned.clear()
+    body = experiment(object_id, description="shorter")
+    registry.apply(lambda s: update_experiment(s, tenant, object_id, body, NOW_MS, "a-analyst"))
+    after = registry.snapshot()
+    assert [len(row) for row in store.returned] == [3, 3]  # the probe before the write, the one after
+    assert after.experiment_entries[object_id].value.description == "shorter"
+
+    fresh = Registry(env.warehouse, env.files).snapshot()
+    assert (after.version, after.problems) == (fresh.version, fresh.problems)
+    assert after.experiment_entries == fresh.experiment_entries
+    assert after.segment_entries == fresh.segment_entries
+
+
+def test_each_registry_sees_the_writes_of_another_through_the_probe(env: Env) -> None:
+    """Two registries over one warehouse, as two worker processes: a write by either shows in the
+    other's next snapshot, and the writer's own cached snapshot stays current when the other writes."""
+    tenant = "two-writers"
+    one, other = Registry(env.warehouse, env.files), Registry(env.warehouse, env.files)
+    one.snapshot()
+    other.snapshot()
+    one.apply(lambda s: create_segment(s, tenant, {"name": "by-one", "rule": "true"}, NOW_MS, "one"))
+    assert other.snapshot().segment(tenant, "by-one") is not None
+    other.apply(lambda s: create_segment(s, tenant, {"name": "by-other", "rule": "true"}, NOW_MS, "other"))
+    seen = one.snapshot()
+    assert seen.segment(tenant, "by-other") is not None and seen.segment(tenant, "by-one") is not None
+    assert seen.version == other.snapshot().version

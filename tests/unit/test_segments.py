@@ -213,6 +213,7 @@ def test_rules_from_the_brief_parse_and_evaluate() -> None:
         ("tier.upper()", 5, "unexpected character '.'"),
         ("   ", 1, "empty rule"),
         ("not " * 40 + "true", 129, "rule nests deeper than 32 levels"),
+        ("true or " * 50 + "true", 401, "rule has more than 50 conditions"),
     ],
 )
 def test_errors_name_the_segment_the_problem_and_the_column(rule: str, column: int, fragment: str) -> None:
