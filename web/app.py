@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import ipaddress
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -123,6 +124,10 @@ def create_api(
     experiments: LoadedExperiments | None = None,
     segments: Mapping[str, Segment] | None = None,
     definitions: Registry | None = None,
+    rate_per_s: float = 20.0,
+    rate_burst: int = 60,
+    sql_concurrency_per_key: int = 2,
+    rate_clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """The worker's API. ``keys`` (web.auth.load_key_ring(settings.api_keys_file)) guard /api/v1 and
     /sql; with None, /api/v1 answers 503 and /sql stays open (see web/auth.py). ``policy``
@@ -130,9 +135,16 @@ def create_api(
     /api/v1/tenants/{tenant}/sla, which answers 503 without it. ``definitions`` holds the experiment and
     segment definitions (experiments/registry.py; share it with the dispatch agent and the experiments
     job); without one, the API makes its own over the YAML ``experiments`` and ``segments`` (either may
-    be None: then only the definitions made through the API)."""
+    be None: then only the definitions made through the API). ``rate_per_s``, ``rate_burst`` and
+    ``sql_concurrency_per_key`` are the per-key limits (settings.api_*; web/auth.py), on ``rate_clock``."""
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
-    auth = ApiAuth(keys)
+    auth = ApiAuth(
+        keys,
+        rate_per_s=rate_per_s,
+        rate_burst=rate_burst,
+        sql_concurrency_per_key=sql_concurrency_per_key,
+        clock=rate_clock,
+    )
     if definitions is None:
         definitions = Registry(warehouse, FileDefinitions(experiments, segments or {}))
     api.include_router(analytics_router(warehouse, auth, clock, policy))
@@ -140,6 +152,7 @@ def create_api(
     api.include_router(dashboard_router())
     registry = CollectorRegistry()
     registry.register(_IngestCollector(totals, lag))
+    registry.register(auth.refusals)
     if monitor is not None:
         registry.register(_MonitorCollector(monitor))
 
