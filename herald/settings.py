@@ -85,6 +85,19 @@ class Settings(BaseSettings):
         "unset = /api/v1 answers 503 and /sql stays open, read-only over every tenant (the API binds to "
         "loopback by default).",
     )
+    api_rate_per_s: float = Field(
+        20.0,
+        ge=0,
+        le=10_000,
+        description="Requests per second each API key may make on /api/v1 and /sql (a token bucket per key); "
+        "beyond it the API answers 429 with Retry-After; 0 = no per-key limit.",
+    )
+    api_rate_burst: int = Field(
+        60, ge=1, le=100_000, description="Requests a key may make at once before its rate applies."
+    )
+    api_sql_concurrency_per_key: int = Field(
+        2, ge=1, le=64, description="/sql queries one key may have running at once (more: 429)."
+    )
     guardrails_file: Path | None = Field(
         None,
         description="Guardrails policy YAML (providers, routing, limits, budgets, SLAs; policies/loader.py) "

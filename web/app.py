@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import ipaddress
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -137,6 +138,10 @@ def create_api(
     definitions: Registry | None = None,
     readers: SqlReaders | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    rate_per_s: float = 20.0,
+    rate_burst: int = 60,
+    sql_concurrency_per_key: int = 2,
+    rate_clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """The worker's API. ``keys`` (web.auth.load_key_ring(settings.api_keys_file)) guard /api/v1 and
     /sql; with None, /api/v1 answers 503 and /sql stays open (see web/auth.py). ``policy``
@@ -145,10 +150,18 @@ def create_api(
     segment definitions (experiments/registry.py; share it with the dispatch agent and the experiments
     job); without one, the API makes its own over the YAML ``experiments`` and ``segments`` (either may
     be None: then only the definitions made through the API). ``readers`` run ``/sql`` (read-only
-    engine sessions, projections/sql_reader.py; default: ones with the default limits)."""
+    engine sessions, projections/sql_reader.py; default: ones with the default limits).
+    ``rate_per_s``, ``rate_burst`` and ``sql_concurrency_per_key`` are the per-key limits
+    (settings.api_*; web/auth.py), on ``rate_clock``."""
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
     install_error_logging(api)
-    auth = ApiAuth(keys)
+    auth = ApiAuth(
+        keys,
+        rate_per_s=rate_per_s,
+        rate_burst=rate_burst,
+        sql_concurrency_per_key=sql_concurrency_per_key,
+        clock=rate_clock,
+    )
     api.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # 413 beyond it: web/limits.py
     if definitions is None:
         definitions = Registry(warehouse, FileDefinitions(experiments, segments or {}))
@@ -159,6 +172,7 @@ def create_api(
     api.include_router(dashboard_router())
     registry = CollectorRegistry()
     registry.register(_IngestCollector(totals, lag))
+    registry.register(auth.refusals)
     if monitor is not None:
         registry.register(_MonitorCollector(monitor))
 
@@ -191,7 +205,8 @@ def create_api(
         bytes read; a tenant key's session shows only its tenant's rows (row policies)."""
         scope = None if principal is None or principal.is_global else principal.tenant
         try:
-            answer = sql_readers.query(scope, request.query, request.max_rows)
+            with auth.sql_slot(principal):  # 429 past the key's queries in flight
+                answer = sql_readers.query(scope, request.query, request.max_rows)
         except SqlRefusedError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
         return SqlResult(columns=answer.columns, rows=[[jsonable(v) for v in row] for row in answer.rows])

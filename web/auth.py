@@ -19,6 +19,18 @@ Behaviour without a keys file (nothing is ever open by accident):
 With a keys file, ``/sql`` needs an analyst key or higher: a tenant key's queries run on an engine
 session that row policies hold to that tenant's rows (projections/access.py), a global
 (operator/admin) key's on one that sees every tenant. Every session is read-only in the engine.
+
+Rate limits (web/ratelimit.py), so that no single caller degrades the service for the others; a
+refused request answers 429 with a ``Retry-After`` header and a detail naming the limit:
+- per key, once the caller is known: ``rate`` requests/s with a bucket of ``burst``
+  (``HERALD_API_RATE_PER_S``, ``HERALD_API_RATE_BURST``; rate 0 = no limit);
+- per client address, for presented keys that are unknown: 5/s, burst 20, to slow key guessing. The
+  address's bucket is checked before the key is, so once it is empty no key from that address is
+  tried (a guess cannot succeed there) until it refills: a caller behind the same address, or behind
+  the same reverse proxy, waits too. A missing key is not a guess and is not counted.
+- per key, /sql queries in flight (``HERALD_API_SQL_CONCURRENCY_PER_KEY``): ``ApiAuth.sql_slot``,
+  held by the /sql route while its query runs.
+Without a keys file nothing is limited (there is no key to count by, and nothing to guess).
 """
 
 from __future__ import annotations
@@ -26,24 +38,32 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from fastapi import HTTPException, Security
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client.core import CounterMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from herald.errors import ConfigError
 from herald.redact import redact
 from herald.yaml_files import read_yaml
+from web.ratelimit import ConcurrencyLimiter, Limit, RateLimiter, Verdict
 
 GLOBAL = "*"
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 NO_KEYS = "no API keys configured; set HERALD_API_KEYS_FILE"
+AUTH_FAILURES = Limit(rate=5, burst=20)
+"""Unknown keys one client address may present: stricter than any key's limit, to slow guessing."""
+UNKNOWN_CLIENT = "unknown"
 
 
 class Role(IntEnum):
@@ -210,42 +230,139 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
 ApiKeyHeader = Annotated[str | None, Security(_api_key)]
 
 
+def client_address(request: Request) -> str:
+    """The caller's address as this server saw it: behind a reverse proxy, the proxy's. Forwarded
+    headers are not read: a client could write any address there and escape its bucket."""
+    return request.client.host if request.client is not None else UNKNOWN_CLIENT
+
+
+ClientAddress = Annotated[str, Depends(client_address)]
+
+Reason = Literal["key", "ip", "sql_concurrency"]
+
+
+class Refusals:
+    """Requests refused by a limit, counted by reason; a Prometheus collector
+    (``herald_api_rate_limited_total{reason}``). Never labelled by key or address: those are unbounded."""
+
+    REASONS: tuple[Reason, ...] = ("key", "ip", "sql_concurrency")
+
+    def __init__(self) -> None:
+        self._counts = dict.fromkeys(self.REASONS, 0)
+        self._lock = threading.Lock()
+
+    def record(self, reason: Reason) -> None:
+        with self._lock:
+            self._counts[reason] += 1
+
+    def counts(self) -> dict[Reason, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "herald_api_rate_limited", "API requests refused with 429, by limit", labels=["reason"]
+        )
+        for reason, count in self.counts().items():
+            family.add_metric([reason], count)
+        yield family
+
+
 class ApiAuth:
-    """FastAPI dependencies over one KeyRing (None: no keys configured)."""
+    """FastAPI dependencies over one KeyRing (None: no keys configured), with the rate limits of the
+    module docstring. ``clock`` (seconds, monotonic) drives the buckets; tests pass a fake one."""
 
-    def __init__(self, keys: KeyRing | None) -> None:
+    def __init__(
+        self,
+        keys: KeyRing | None,
+        *,
+        rate_per_s: float = 20.0,
+        rate_burst: int = 60,
+        sql_concurrency_per_key: int = 2,
+        auth_failures: Limit = AUTH_FAILURES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.keys = keys
+        self.per_key = RateLimiter(Limit(rate_per_s, rate_burst), clock)
+        self.per_client = RateLimiter(auth_failures, clock)
+        self.sql_slots = ConcurrencyLimiter(sql_concurrency_per_key)
+        self.refusals = Refusals()
 
-    def principal(self, bearer: Bearer = None, api_key: ApiKeyHeader = None) -> Principal:
-        """The caller: 503 without a keys file, 401 for a missing or unknown key."""
+    def principal(
+        self, bearer: Bearer = None, api_key: ApiKeyHeader = None, client: ClientAddress = UNKNOWN_CLIENT
+    ) -> Principal:
+        """The caller: 503 without a keys file, 401 for a missing or unknown key, 429 past a limit."""
         if self.keys is None:
             raise HTTPException(status_code=503, detail=NO_KEYS)
         presented = bearer.credentials if bearer is not None else api_key
         if not presented:
             raise _unauthorized("missing API key (Authorization: Bearer <key> or X-Api-Key)")
+        # Checked before the key is tried: refusing only the failures would still answer 200 to the
+        # one guess that is right, which would not slow guessing at all.
+        self._refuse_past(self.per_client.check(client), "ip")
         found = self.keys.authenticate(presented)
         if found is None:
+            self._refuse_past(self.per_client.take(client), "ip")
             raise _unauthorized("unknown API key")
+        self._refuse_past(self.per_key.take(found.name), "key")
         return found
 
     def require(self, role: Role, tenant: str | None = None) -> Callable[..., Principal]:
         """A dependency: the caller, with at least ``role`` on ``tenant`` (None: every tenant), else 403."""
 
-        def dependency(bearer: Bearer = None, api_key: ApiKeyHeader = None) -> Principal:
-            principal = self.principal(bearer, api_key)
+        def dependency(
+            bearer: Bearer = None, api_key: ApiKeyHeader = None, client: ClientAddress = UNKNOWN_CLIENT
+        ) -> Principal:
+            principal = self.principal(bearer, api_key, client)
             forbid(principal, role, tenant)
             return principal
 
         return dependency
 
-    def sql_principal(self, bearer: Bearer = None, api_key: ApiKeyHeader = None) -> Principal | None:
+    def sql_principal(
+        self, bearer: Bearer = None, api_key: ApiKeyHeader = None, client: ClientAddress = UNKNOWN_CLIENT
+    ) -> Principal | None:
         """Guard of /sql: open (every tenant, read-only) when no keys are configured; else an analyst or
         higher, whose tenant scopes the session (a global operator/admin key reads every tenant)."""
         if self.keys is None:
             return None
-        principal = self.principal(bearer, api_key)
+        principal = self.principal(bearer, api_key, client)  # rate limited there, once per request
         forbid(principal, Role.ANALYST, principal.tenant)
         return principal
+
+    @contextmanager
+    def sql_slot(self, principal: Principal | None) -> Iterator[None]:
+        """Hold one of the caller's /sql slots while the block runs; 429 when the key already has
+        ``sql_concurrency_per_key`` queries running. Open /sql (no keys, ``principal`` None) has no key
+        to count by and is not capped."""
+        if principal is None:
+            yield
+            return
+        if not self.sql_slots.acquire(principal.name):
+            self.refusals.record("sql_concurrency")
+            limit = self.sql_slots.limit
+            raise _too_many(
+                f"concurrency limit: {limit} /sql {'query' if limit == 1 else 'queries'} in flight per key; "
+                "retry when one finishes",
+                1,
+            )
+        try:
+            yield
+        finally:
+            self.sql_slots.release(principal.name)
+
+    def _refuse_past(self, verdict: Verdict, reason: Literal["key", "ip"]) -> None:
+        if verdict.allowed:
+            return
+        self.refusals.record(reason)
+        if reason == "key":
+            limit, per = self.per_key.limit, "requests/s per key"
+        else:
+            limit, per = self.per_client.limit, "unknown keys/s per client address"
+        raise _too_many(
+            f"rate limit: {limit.rate:g} {per} (burst {limit.burst}); retry in {verdict.retry_after_s} s",
+            verdict.retry_after_s,
+        )
 
 
 def forbid(principal: Principal, role: Role, tenant: str | None) -> None:
@@ -253,6 +370,10 @@ def forbid(principal: Principal, role: Role, tenant: str | None) -> None:
     problem = access_problem(principal, role, tenant)
     if problem:
         raise HTTPException(status_code=403, detail=problem)
+
+
+def _too_many(detail: str, retry_after_s: int) -> HTTPException:
+    return HTTPException(status_code=429, detail=detail, headers={"Retry-After": str(retry_after_s)})
 
 
 def _unauthorized(detail: str) -> HTTPException:

@@ -284,7 +284,7 @@ def test_without_keys_analytics_answers_503_and_health_and_sql_stay_open(env: En
 
 
 def test_with_keys_sql_is_scoped_to_the_keys_tenant(env: Env) -> None:
-    """/sql refuses no key (401) and a viewer (403); a tenant analyst sees its tenant, a global operator all."""
+    """/sql refuses no key (401) and a viewer (403); a tenant analyst sees its tenant, an operator all."""
     query = {"query": "SELECT DISTINCT tenant_id FROM events ORDER BY tenant_id"}
     assert env.client.post("/sql", json=query).status_code == 401
     assert env.client.post("/sql", json=query, headers={"X-Api-Key": KEYS["viewer-a"]}).status_code == 403

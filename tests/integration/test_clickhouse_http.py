@@ -144,7 +144,7 @@ def test_per_query_settings_apply_to_that_query_only(shim: Shim) -> None:
 
 
 def test_readonly_applies_to_one_request_and_the_owner_stays_writable(shim: Shim) -> None:
-    """A request with readonly runs on a read-only session (the engine refuses its DDL); others stay writable."""
+    """A request with readonly runs on a read-only session (the engine refuses its DDL); others write."""
     readonly = "SELECT getSetting('readonly')"
     assert shim.http.raw_query(readonly, "TabSeparated", settings={"readonly": "1"}) == b"1\n"
     shim.direct.command("CREATE TABLE IF NOT EXISTS shim_kept (a UInt8) ENGINE = Memory")
@@ -193,7 +193,7 @@ def test_a_client_that_compresses_its_inserts_is_understood(shim: Shim, compress
 def test_a_request_without_the_secret_is_refused_before_the_engine(shim: Shim, password: str | None) -> None:
     """No secret or a wrong one: 401 with ClickHouse's authentication error, and nothing runs."""
     dsn = f"http://127.0.0.1:{shim.port}" if password is None else share_dsn(shim.port, password)
-    with pytest.raises(Exception, match="516|[Aa]uthentication"):
+    with pytest.raises(Exception, match=r"516|[Aa]uthentication"):
         clickhouse_connect.get_client(dsn=dsn).command("CREATE TABLE shim_intruder (a UInt8) ENGINE = Memory")
     assert not shim.direct.scalar("EXISTS TABLE shim_intruder")
 

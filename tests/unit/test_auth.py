@@ -22,6 +22,7 @@ from web.auth import (
     load_key_ring,
     new_key,
 )
+from web.ratelimit import Limit
 
 HASH = hash_key("k-viewer")
 
@@ -203,3 +204,117 @@ def test_require_refuses_a_role_below_the_endpoint_with_403(tmp_path: Path) -> N
     need_operator = ApiAuth(ring(tmp_path)).require(Role.OPERATOR)
     assert status_of(lambda: need_operator(api_key="k-viewer")) == 403
     assert need_operator(api_key="k-ops").role is Role.OPERATOR
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def refusal(call: object) -> HTTPException:
+    assert callable(call)
+    with pytest.raises(HTTPException) as err:
+        call()
+    return err.value
+
+
+def test_a_key_past_its_burst_gets_429_naming_the_limit_with_retry_after(tmp_path: Path) -> None:
+    """Burst requests pass; the next is 429 with the limit and the whole seconds to wait; then it passes."""
+    clock = FakeClock()
+    auth = ApiAuth(ring(tmp_path), rate_per_s=0.5, rate_burst=3, clock=clock)
+    for _ in range(3):
+        assert auth.principal(api_key="k-viewer").name == "acme-dash"
+    refused = refusal(lambda: auth.principal(api_key="k-viewer"))
+    assert refused.status_code == 429
+    assert refused.detail == "rate limit: 0.5 requests/s per key (burst 3); retry in 2 s"
+    assert refused.headers == {"Retry-After": "2"}
+    assert auth.principal(api_key="k-ops").name == "ops"  # another key has its own bucket
+    clock.now = 2.0
+    assert auth.principal(api_key="k-viewer").name == "acme-dash"
+
+
+def test_sql_and_role_checked_dependencies_spend_the_same_key_bucket(tmp_path: Path) -> None:
+    """/sql and require() go through principal(): one token per request, whichever guard runs."""
+    auth = ApiAuth(ring(tmp_path), rate_per_s=1, rate_burst=2, clock=FakeClock())
+    assert auth.sql_principal(api_key="k-ops") is not None
+    assert auth.require(Role.OPERATOR)(api_key="k-ops").name == "ops"
+    assert status_of(lambda: auth.sql_principal(api_key="k-ops")) == 429
+    assert status_of(lambda: auth.require(Role.VIEWER)(api_key="k-ops")) == 429
+
+
+def test_a_zero_rate_turns_the_per_key_limit_off(tmp_path: Path) -> None:
+    """HERALD_API_RATE_PER_S=0: a key is never refused for its rate."""
+    auth = ApiAuth(ring(tmp_path), rate_per_s=0, rate_burst=1, clock=FakeClock())
+    assert all(auth.principal(api_key="k-viewer") for _ in range(500))
+
+
+def test_unknown_keys_from_one_address_get_429_once_its_bucket_is_empty(tmp_path: Path) -> None:
+    """Past the address's burst of unknown keys, even a valid key from there is not tried (a guess could
+    not succeed); another address and a missing key are unaffected; the bucket refills."""
+    clock = FakeClock()
+    auth = ApiAuth(ring(tmp_path), auth_failures=Limit(rate=1, burst=2), clock=clock)
+    guesses = [status_of(lambda: auth.principal(api_key="guess", client="10.0.0.9")) for _ in range(3)]
+    assert guesses == [401, 401, 429]
+    refused = refusal(lambda: auth.principal(api_key="k-viewer", client="10.0.0.9"))
+    assert refused.detail == "rate limit: 1 unknown keys/s per client address (burst 2); retry in 1 s"
+    assert refused.headers == {"Retry-After": "1"}
+    assert status_of(lambda: auth.principal(client="10.0.0.9")) == 401  # no key: not a guess
+    assert auth.principal(api_key="k-viewer", client="10.0.0.7").name == "acme-dash"
+    clock.now = 1.0
+    assert auth.principal(api_key="k-viewer", client="10.0.0.9").name == "acme-dash"
+
+
+def test_without_keys_nothing_is_limited() -> None:
+    """No keys file: /api/v1 stays 503 and open /sql is never 429, however often it is called."""
+    auth = ApiAuth(None, rate_per_s=1, rate_burst=1, clock=FakeClock())
+    assert {status_of(lambda: auth.principal(api_key="x")) for _ in range(50)} == {503}
+    assert all(auth.sql_principal() is None for _ in range(50))
+    with auth.sql_slot(None), auth.sql_slot(None), auth.sql_slot(None):
+        pass
+
+
+def test_sql_slot_refuses_a_key_with_too_many_queries_in_flight(tmp_path: Path) -> None:
+    """A third /sql query of one key while two run is 429; another key runs; a finished or failed query
+    gives its slot back."""
+    auth = ApiAuth(ring(tmp_path), sql_concurrency_per_key=2)
+    ops, other = Principal("ops", "*", Role.OPERATOR), Principal("admin", "*", Role.ADMIN)
+    with auth.sql_slot(ops), auth.sql_slot(ops):
+        with pytest.raises(HTTPException) as err, auth.sql_slot(ops):
+            pass
+        refused = err.value
+        assert refused.status_code == 429 and refused.headers == {"Retry-After": "1"}
+        assert (
+            refused.detail == "concurrency limit: 2 /sql queries in flight per key; retry when one finishes"
+        )
+        with auth.sql_slot(other):
+            assert auth.sql_slots.in_flight("admin") == 1
+    with pytest.raises(RuntimeError), auth.sql_slot(ops):
+        raise RuntimeError("query failed")
+    assert auth.sql_slots.in_flight("ops") == 0
+
+
+def test_refusals_are_counted_by_reason_only(tmp_path: Path) -> None:
+    """Each 429 counts once under key, ip or sql_concurrency; no key name or address becomes a label."""
+    auth = ApiAuth(
+        ring(tmp_path), rate_per_s=1, rate_burst=1, sql_concurrency_per_key=1,
+        auth_failures=Limit(rate=1, burst=1), clock=FakeClock(),
+    )  # fmt: skip
+    auth.principal(api_key="k-viewer")
+    status_of(lambda: auth.principal(api_key="k-viewer"))
+    status_of(lambda: auth.principal(api_key="guess", client="10.0.0.9"))
+    status_of(lambda: auth.principal(api_key="guess", client="10.0.0.9"))
+    status_of(lambda: auth.principal(api_key="guess", client="10.0.0.9"))
+    ops = Principal("ops", "*", Role.OPERATOR)
+    with auth.sql_slot(ops), pytest.raises(HTTPException), auth.sql_slot(ops):
+        pass
+    assert auth.refusals.counts() == {"key": 1, "ip": 2, "sql_concurrency": 1}
+    [family] = auth.refusals.collect()
+    assert family.name == "herald_api_rate_limited"
+    assert [(s.name, s.labels, s.value) for s in family.samples] == [
+        ("herald_api_rate_limited_total", {"reason": "key"}, 1),
+        ("herald_api_rate_limited_total", {"reason": "ip"}, 2),
+        ("herald_api_rate_limited_total", {"reason": "sql_concurrency"}, 1),
+    ]

@@ -49,3 +49,22 @@ def test_dsn_passwords_are_masked() -> None:
     """Passwords never reach logs."""
     assert mask_dsn("https://ops:s3cret@ch.example:8443/herald") == "https://ops:***@ch.example:8443/herald"
     assert mask_dsn("chdb:///data/warehouse") == "chdb:///data/warehouse"
+
+
+def test_api_rate_limits_default_to_20_per_second_burst_60_and_two_sql_queries() -> None:
+    """The per-key API limits have safe defaults; 0 turns the rate limit off."""
+    s = load_settings()
+    assert (s.api_rate_per_s, s.api_rate_burst, s.api_sql_concurrency_per_key) == (20.0, 60, 2)
+    assert load_settings(api_rate_per_s=0).api_rate_per_s == 0
+
+
+def test_api_rate_limits_out_of_bounds_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A negative rate, an empty burst and no /sql slot at all are configuration errors."""
+    monkeypatch.setenv("HERALD_API_RATE_PER_S", "-1")
+    monkeypatch.setenv("HERALD_API_RATE_BURST", "0")
+    monkeypatch.setenv("HERALD_API_SQL_CONCURRENCY_PER_KEY", "0")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "HERALD_API_RATE_PER_S" in message and "HERALD_API_RATE_BURST" in message
+    assert "HERALD_API_SQL_CONCURRENCY_PER_KEY" in message
