@@ -113,11 +113,11 @@ def check_tenant_numbers(page: Page, api: str, ops: str) -> int:
 
 def check_channel_filter(page: Page, api: str, ops: str) -> None:
     page.get_by_test_id("channel-select").select_option("EMAIL")
-    page.wait_for_function("document.body.dataset.channel === 'EMAIL'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.channel === 'EMAIL'", timeout=WAIT_MS)
     emails, queried = delivered_shown_and_queried(page, api, ops, A, channel="EMAIL")
     assert emails == queried > 0
     page.get_by_test_id("channel-select").select_option("")
-    page.wait_for_function("document.body.dataset.channel === 'all'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.channel === 'all'", timeout=WAIT_MS)
 
 
 def check_runbook_links(page: Page, api: str) -> None:
@@ -309,7 +309,8 @@ def check_alert_opens_its_series(page: Page, still_open: AlertChange, done: Aler
     with page.expect_navigation():
         alert_locator(page, still_open).get_by_test_id("alert-dashboard-link").click()
     page.wait_for_function(
-        "document.body.dataset.channel === 'SMS' && document.body.dataset.state === 'ok'", timeout=WAIT_MS
+        "() => document.body.dataset.channel === 'SMS' && document.body.dataset.state === 'ok'",
+        timeout=WAIT_MS,
     )
     assert page.get_by_test_id("tenant-select").input_value() == A
     assert page.get_by_test_id("channel-select").input_value() == "SMS"
@@ -322,7 +323,7 @@ def check_alert_opens_its_series(page: Page, still_open: AlertChange, done: Aler
 def check_other_tenant_refused(page: Page, api: str) -> None:
     reason = "key acme-dash is scoped to tenant acme-home"
     page.goto(api + f"/dashboard?tenant={B}")  # the key is remembered: the page reconnects by itself
-    page.wait_for_function("document.body.dataset.state === 'error'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.state === 'error'", timeout=WAIT_MS)
     assert reason in page.get_by_test_id("error").inner_text()
     assert reason in page.get_by_test_id("panel-delivery").inner_text()
     assert shown(page, "total-delivered") is None
@@ -344,7 +345,7 @@ def check_other_key_sees_no_alerts(page: Page, key_b: str, written: list[AlertCh
     alerts are refused (403) to it."""
     page.get_by_test_id("forget-key").click()  # the page shows the refused tenant B: state is 'error'
     enter_key(page, key_b)
-    page.wait_for_function("document.body.dataset.state === 'ok'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.state === 'ok'", timeout=WAIT_MS)
     assert page.get_by_test_id("tenant-select").input_value() == B
     shown_ids = page.get_by_test_id("alert-row").evaluate_all("rs => rs.map(r => r.dataset.alertId)")
     assert not {c.alert_id for c in written} & set(shown_ids)

@@ -196,7 +196,7 @@ def check_metrics_and_chart(page: Page, site: Site) -> None:
 
 def check_no_results_yet(page: Page, site: Site, tmp_path: Path) -> None:
     page.goto(f"{site.url}/dashboard/experiments/quiet-copy?tenant={A}")  # the key is remembered
-    page.wait_for_function("document.body.dataset.state === 'ok'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.state === 'ok'", timeout=WAIT_MS)
     cards = page.locator('[data-testid="metric-card"]')
     assert cards.count() == 3
     assert cards.evaluate_all("cs => cs.map(c => c.dataset.status)") == ["waiting"] * 3
@@ -210,7 +210,7 @@ def check_no_results_yet(page: Page, site: Site, tmp_path: Path) -> None:
 
 def check_other_tenant_refused(page: Page, site: Site) -> None:
     page.goto(f"{site.url}/dashboard/experiments/{EXPERIMENT}?tenant=brightfix")
-    page.wait_for_function("document.body.dataset.state === 'error'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.state === 'error'", timeout=WAIT_MS)
     assert "key acme-viewer is scoped to tenant acme-home" in page.get_by_test_id("error").inner_text()
     assert page.locator(".chart svg").count() == 0
     assert page.locator('[data-testid="variant-row"]').count() == 0
