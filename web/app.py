@@ -26,6 +26,7 @@ from web.analytics_api import analytics_router
 from web.auth import ApiAuth, KeyRing, Principal
 from web.dashboard import dashboard_router
 from web.experiments_api import experiments_router
+from web.security_headers import SecurityHeaders
 from web.sql import read_only_problem
 
 
@@ -132,6 +133,7 @@ def create_api(
     job); without one, the API makes its own over the YAML ``experiments`` and ``segments`` (either may
     be None: then only the definitions made through the API)."""
     api = FastAPI(title="Herald", version="0.1.0", description="Notification intelligence and governance.")
+    api.add_middleware(SecurityHeaders)
     auth = ApiAuth(keys)
     if definitions is None:
         definitions = Registry(warehouse, FileDefinitions(experiments, segments or {}))

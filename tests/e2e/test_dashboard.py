@@ -1,6 +1,7 @@
 """The delivery dashboard in a real browser (Debian Chromium via Playwright) against a real worker fed
 through Kafka: it shows the numbers and the alerts the warehouse holds, updates live, and a tenant key
-sees only its own tenant. Chromium missing is a failure, never a skip: install it (`make setup`)."""
+sees only its own tenant; all of it under the API's Content-Security-Policy without a violation.
+Chromium missing is a failure, never a skip: install it (`make setup`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from projections.rows import ALERT_COLUMNS
 from projections.warehouse import Warehouse
 from simulator.run import emit_exact
 from tests.conftest import Herald
+from tests.e2e.browser_checks import watch_csp
 from tests.integration.helpers import alert_change_row
 from web.auth import entry_yaml, new_key
 from web.dashboard import LOCAL_RUNBOOK_BASE
@@ -381,6 +383,7 @@ def test_dashboard_shows_warehouse_numbers_live_and_only_the_keys_tenant(
     assert {A, B} < {row[0] for row in with_data}
 
     page = browser.new_page(viewport={"width": 1400, "height": 900})
+    violations = watch_csp(page)
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console_errors.append(str(e)))
@@ -414,5 +417,6 @@ def test_dashboard_shows_warehouse_numbers_live_and_only_the_keys_tenant(
     page.screenshot(path=str(SCREENSHOTS / "dashboard-forbidden.png"), full_page=True)
     check_other_key_sees_no_alerts(page, keys.b, rows)
     page.screenshot(path=str(SCREENSHOTS / "dashboard-other-tenant.png"), full_page=True)
+    assert violations == []
     # The browser logs each refused request (401/403) as a console error; anything else is a bug.
     assert [e for e in console_errors if "401" not in e and "403" not in e] == []

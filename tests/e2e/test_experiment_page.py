@@ -3,7 +3,8 @@ embedded warehouse: an experiment created through the API, traffic exposed to it
 (from the registry snapshot) and ingested, three stored computations; the page, reached from the
 dashboard's experiments panel, shows the definition, the per-variant counts and the metrics the API
 computes, and charts the effect over time with its CI band; an experiment without data says so; another
-tenant's page is refused with the API's reason."""
+tenant's page is refused with the API's reason. Both pages run under the API's Content-Security-Policy
+without a violation."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from projections import experiment_queries
 from projections.migrate import migrate
 from projections.warehouse import Warehouse
 from streams.pipeline import IngestTotals
+from tests.e2e.browser_checks import watch_csp
 from tests.integration.helpers import exposed_events, ingest
 from web.app import create_api
 from web.auth import entry_yaml, load_key_ring, new_key
@@ -220,7 +222,9 @@ def check_other_tenant_refused(page: Page, site: Site) -> None:
 def test_experiment_page_shows_the_definition_the_numbers_and_the_effect_over_time(
     site: Site, browser: Browser, tmp_path: Path
 ) -> None:
+    """Reached from the dashboard, the page shows what the API computes, without a CSP violation."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
+    violations = watch_csp(page)
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console_errors.append(str(e)))
@@ -237,5 +241,6 @@ def test_experiment_page_shows_the_definition_the_numbers_and_the_effect_over_ti
 
     check_no_results_yet(page, site, tmp_path)
     check_other_tenant_refused(page, site)
+    assert violations == []
     # The browser logs each refused request (403) as a console error; anything else is a bug.
     assert [e for e in console_errors if "403" not in e] == []
