@@ -35,6 +35,7 @@ from web.dashboard import dashboard_router
 from web.errors import install_error_logging
 from web.experiments_api import experiments_router
 from web.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from web.security_headers import SecurityHeaders
 
 
 class SqlRequest(BaseModel):
@@ -163,6 +164,7 @@ def create_api(
         clock=rate_clock,
     )
     api.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # 413 beyond it: web/limits.py
+    api.add_middleware(SecurityHeaders)  # added last: outermost, so every answer carries them
     if definitions is None:
         definitions = Registry(warehouse, FileDefinitions(experiments, segments or {}))
     sql_readers = readers or SqlReaders(warehouse)

@@ -1,6 +1,8 @@
 """The delivery dashboard in a real browser (Debian Chromium via Playwright) against a real worker fed
 through Kafka: it shows the numbers and the alerts the warehouse holds, updates live, and a tenant key
-sees only its own tenant. Chromium missing is a failure, never a skip: install it (`make setup`)."""
+sees only its own tenant; all of it under the API's Content-Security-Policy without a violation, the key
+kept for the tab only and gone with everything it showed on sign-out. Chromium missing is a failure,
+never a skip: install it (`make setup`)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from projections.rows import ALERT_COLUMNS
 from projections.warehouse import Warehouse
 from simulator.run import emit_exact
 from tests.conftest import Herald
+from tests.e2e.browser_checks import NO_VALUE, check_signed_out, session_key, watch_csp
 from tests.integration.helpers import alert_change_row
 from web.auth import entry_yaml, new_key
 from web.dashboard import LOCAL_RUNBOOK_BASE
@@ -77,9 +80,6 @@ def wait_refreshed_after_now(page: Page) -> None:
     page.wait_for_function("t => Number(document.body.dataset.startedAt || 0) >= t", arg=now, timeout=WAIT_MS)
 
 
-NO_VALUE = "\u2013"  # the en dash the page shows where a number is unknown
-
-
 def enter_key(page: Page, key: str) -> None:
     page.get_by_test_id("api-key").fill(key)
     page.get_by_test_id("connect").click()
@@ -93,7 +93,7 @@ def check_unknown_key_is_explained(page: Page) -> None:
     assert page.locator(".chart svg").count() == 0
 
 
-def check_tenant_numbers(page: Page, api: str, ops: str) -> int:
+def check_tenant_numbers(page: Page, api: str, ops: str, key: str) -> int:
     page.wait_for_selector('[data-testid="chart-delivery-rate"] svg circle', timeout=WAIT_MS)
     page.wait_for_selector('[data-testid="chart-volume"] svg circle', timeout=WAIT_MS)
     assert page.get_by_test_id("error").is_hidden()
@@ -108,16 +108,17 @@ def check_tenant_numbers(page: Page, api: str, ops: str) -> int:
     assert int(page.get_by_test_id("chart-latency").get_attribute("data-points") or 0) > 0
     assert page.locator('[data-testid="latency-table"] tbody tr').count() == 2
     assert page.locator('[data-testid="providers-table"] tbody tr[data-provider]').count() > 0
+    assert session_key(page) == key  # for this tab only: nothing in localStorage
     return delivered
 
 
 def check_channel_filter(page: Page, api: str, ops: str) -> None:
     page.get_by_test_id("channel-select").select_option("EMAIL")
-    page.wait_for_function("document.body.dataset.channel === 'EMAIL'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.channel === 'EMAIL'", timeout=WAIT_MS)
     emails, queried = delivered_shown_and_queried(page, api, ops, A, channel="EMAIL")
     assert emails == queried > 0
     page.get_by_test_id("channel-select").select_option("")
-    page.wait_for_function("document.body.dataset.channel === 'all'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.channel === 'all'", timeout=WAIT_MS)
 
 
 def check_runbook_links(page: Page, api: str) -> None:
@@ -147,7 +148,7 @@ def check_sla_panel(page: Page) -> None:
     cards.first.wait_for(state="visible", timeout=WAIT_MS)
     channels = page.evaluate(
         """() => fetch(`/api/v1/tenants/acme-home/sla`,
-                  {headers: {"X-Api-Key": localStorage.getItem("herald.apiKey")}})
+                  {headers: {"X-Api-Key": sessionStorage.getItem("herald.apiKey")}})
                  .then(r => r.json()).then(b => b.objectives.map(o => o.channel))"""
     )
     assert "sms" in channels
@@ -177,7 +178,7 @@ def check_dispatch_panels(page: Page) -> None:
     rows.first.wait_for(state="visible", timeout=WAIT_MS)
     scopes = page.evaluate(
         """() => fetch(`/api/v1/tenants/acme-home/budgets`,
-                  {headers: {"X-Api-Key": localStorage.getItem("herald.apiKey")}})
+                  {headers: {"X-Api-Key": sessionStorage.getItem("herald.apiKey")}})
                  .then(r => r.json()).then(b => b.scopes.map(s => [s.key, s.paused, s.dimensions.length]))"""
     )
     assert scopes[0][0] == f"tenant:{A}"
@@ -309,7 +310,8 @@ def check_alert_opens_its_series(page: Page, still_open: AlertChange, done: Aler
     with page.expect_navigation():
         alert_locator(page, still_open).get_by_test_id("alert-dashboard-link").click()
     page.wait_for_function(
-        "document.body.dataset.channel === 'SMS' && document.body.dataset.state === 'ok'", timeout=WAIT_MS
+        "() => document.body.dataset.channel === 'SMS' && document.body.dataset.state === 'ok'",
+        timeout=WAIT_MS,
     )
     assert page.get_by_test_id("tenant-select").input_value() == A
     assert page.get_by_test_id("channel-select").input_value() == "SMS"
@@ -321,8 +323,8 @@ def check_alert_opens_its_series(page: Page, still_open: AlertChange, done: Aler
 
 def check_other_tenant_refused(page: Page, api: str) -> None:
     reason = "key acme-dash is scoped to tenant acme-home"
-    page.goto(api + f"/dashboard?tenant={B}")  # the key is remembered: the page reconnects by itself
-    page.wait_for_function("document.body.dataset.state === 'error'", timeout=WAIT_MS)
+    page.goto(api + f"/dashboard?tenant={B}")  # the tab keeps the key: the page reconnects by itself
+    page.wait_for_function("() => document.body.dataset.state === 'error'", timeout=WAIT_MS)
     assert reason in page.get_by_test_id("error").inner_text()
     assert reason in page.get_by_test_id("panel-delivery").inner_text()
     assert shown(page, "total-delivered") is None
@@ -333,7 +335,7 @@ def check_other_tenant_refused(page: Page, api: str) -> None:
     assert page.get_by_test_id("alert-row").count() == 0
     status = page.evaluate(
         """t => fetch(`/api/v1/tenants/${t}/delivery`,
-                  {headers: {"X-Api-Key": localStorage.getItem("herald.apiKey")}}).then(r => r.status)""",
+                  {headers: {"X-Api-Key": sessionStorage.getItem("herald.apiKey")}}).then(r => r.status)""",
         B,
     )
     assert status == 403
@@ -342,15 +344,16 @@ def check_other_tenant_refused(page: Page, api: str) -> None:
 def check_other_key_sees_no_alerts(page: Page, key_b: str, written: list[AlertChange]) -> None:
     """Tenant B's own key on B's dashboard: none of A's alerts (B has none: the empty state), and A's
     alerts are refused (403) to it."""
-    page.get_by_test_id("forget-key").click()  # the page shows the refused tenant B: state is 'error'
+    page.get_by_test_id("sign-out").click()  # the page shows the refused tenant B: state is 'error'
+    check_signed_out(page)
     enter_key(page, key_b)
-    page.wait_for_function("document.body.dataset.state === 'ok'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.state === 'ok'", timeout=WAIT_MS)
     assert page.get_by_test_id("tenant-select").input_value() == B
     shown_ids = page.get_by_test_id("alert-row").evaluate_all("rs => rs.map(r => r.dataset.alertId)")
     assert not {c.alert_id for c in written} & set(shown_ids)
     answers = page.evaluate(
         """async ([a, b]) => {
-            const headers = {"X-Api-Key": localStorage.getItem("herald.apiKey")};
+            const headers = {"X-Api-Key": sessionStorage.getItem("herald.apiKey")};
             const own = await fetch(`/api/v1/tenants/${b}/alerts`, {headers}).then(r => r.json());
             const other = await fetch(`/api/v1/tenants/${a}/alerts`, {headers});
             const every = await fetch("/api/v1/alerts", {headers});
@@ -380,6 +383,7 @@ def test_dashboard_shows_warehouse_numbers_live_and_only_the_keys_tenant(
     assert {A, B} < {row[0] for row in with_data}
 
     page = browser.new_page(viewport={"width": 1400, "height": 900})
+    violations = watch_csp(page)
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console_errors.append(str(e)))
@@ -387,7 +391,7 @@ def test_dashboard_shows_warehouse_numbers_live_and_only_the_keys_tenant(
 
     check_unknown_key_is_explained(page)
     enter_key(page, keys.a)
-    delivered = check_tenant_numbers(page, worker.api, keys.ops)
+    delivered = check_tenant_numbers(page, worker.api, keys.ops, keys.a)
     check_channel_filter(page, worker.api, keys.ops)
     check_runbook_links(page, worker.api)
     check_sla_panel(page)
@@ -413,5 +417,9 @@ def test_dashboard_shows_warehouse_numbers_live_and_only_the_keys_tenant(
     page.screenshot(path=str(SCREENSHOTS / "dashboard-forbidden.png"), full_page=True)
     check_other_key_sees_no_alerts(page, keys.b, rows)
     page.screenshot(path=str(SCREENSHOTS / "dashboard-other-tenant.png"), full_page=True)
+    page.get_by_test_id("sign-out").click()
+    check_signed_out(page)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-signed-out.png"), full_page=True)
+    assert violations == []
     # The browser logs each refused request (401/403) as a console error; anything else is a bug.
     assert [e for e in console_errors if "401" not in e and "403" not in e] == []

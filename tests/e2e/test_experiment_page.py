@@ -3,7 +3,8 @@ embedded warehouse: an experiment created through the API, traffic exposed to it
 (from the registry snapshot) and ingested, three stored computations; the page, reached from the
 dashboard's experiments panel, shows the definition, the per-variant counts and the metrics the API
 computes, and charts the effect over time with its CI band; an experiment without data says so; another
-tenant's page is refused with the API's reason."""
+tenant's page is refused with the API's reason. Both pages run under the API's Content-Security-Policy
+without a violation, keep the key for the tab only, and forget it and everything it showed on sign-out."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, Route
 
 from experiments.registry import FileDefinitions, Registry
 from herald.settings import BUNDLED_GUARDRAILS
@@ -26,6 +27,14 @@ from projections import experiment_queries
 from projections.migrate import migrate
 from projections.warehouse import Warehouse
 from streams.pipeline import IngestTotals
+from tests.e2e.browser_checks import (
+    KEY_STORE,
+    SIGNED_OUT_STATUS,
+    check_signed_out,
+    session_key,
+    stored_keys,
+    watch_csp,
+)
 from tests.integration.helpers import exposed_events, ingest
 from web.app import create_api
 from web.auth import entry_yaml, load_key_ring, new_key
@@ -74,10 +83,12 @@ def definition(experiment_id: str, template: str, start: datetime) -> dict[str, 
     }
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The API on a free port; a segment and two experiments created through it (one gets traffic in
-    three batches, each followed by a stored computation, as the experiments job would store it)."""
+    three batches, each followed by a stored computation, as the experiments job would store it). The
+    tests only read it, so they share it."""
+    tmp_path = tmp_path_factory.mktemp("site")
     viewer, viewer_entry = new_key("acme-viewer", A, "viewer")
     analyst, analyst_entry = new_key("acme-analyst", A, "analyst")
     (tmp_path / "keys.yaml").write_text("keys:\n" + entry_yaml(viewer_entry) + entry_yaml(analyst_entry))
@@ -142,6 +153,7 @@ def open_from_dashboard(page: Page, site: Site) -> None:
     with page.expect_navigation():
         row.get_by_test_id("experiment-link").click()
     assert page.url == f"{site.url}/dashboard/experiments/{EXPERIMENT}?tenant={A}"
+    assert session_key(page) == site.viewer  # the same tab: the experiment page finds the key
 
 
 def check_definition_and_counts(page: Page, site: Site) -> None:
@@ -196,7 +208,7 @@ def check_metrics_and_chart(page: Page, site: Site) -> None:
 
 def check_no_results_yet(page: Page, site: Site, tmp_path: Path) -> None:
     page.goto(f"{site.url}/dashboard/experiments/quiet-copy?tenant={A}")  # the key is remembered
-    page.wait_for_function("document.body.dataset.state === 'ok'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.state === 'ok'", timeout=WAIT_MS)
     cards = page.locator('[data-testid="metric-card"]')
     assert cards.count() == 3
     assert cards.evaluate_all("cs => cs.map(c => c.dataset.status)") == ["waiting"] * 3
@@ -210,7 +222,7 @@ def check_no_results_yet(page: Page, site: Site, tmp_path: Path) -> None:
 
 def check_other_tenant_refused(page: Page, site: Site) -> None:
     page.goto(f"{site.url}/dashboard/experiments/{EXPERIMENT}?tenant=brightfix")
-    page.wait_for_function("document.body.dataset.state === 'error'", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.state === 'error'", timeout=WAIT_MS)
     assert "key acme-viewer is scoped to tenant acme-home" in page.get_by_test_id("error").inner_text()
     assert page.locator(".chart svg").count() == 0
     assert page.locator('[data-testid="variant-row"]').count() == 0
@@ -220,7 +232,9 @@ def check_other_tenant_refused(page: Page, site: Site) -> None:
 def test_experiment_page_shows_the_definition_the_numbers_and_the_effect_over_time(
     site: Site, browser: Browser, tmp_path: Path
 ) -> None:
+    """Reached from the dashboard, the page shows what the API computes, without a CSP violation."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
+    violations = watch_csp(page)
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console_errors.append(str(e)))
@@ -237,5 +251,79 @@ def test_experiment_page_shows_the_definition_the_numbers_and_the_effect_over_ti
 
     check_no_results_yet(page, site, tmp_path)
     check_other_tenant_refused(page, site)
+    assert violations == []
     # The browser logs each refused request (403) as a console error; anything else is a bug.
     assert [e for e in console_errors if "403" not in e] == []
+
+
+def check_old_local_copy_deleted_unread(page: Page, site: Site) -> None:
+    """A key an earlier version left in localStorage is deleted on load and not used."""
+    page.goto(f"{site.url}/dashboard?tenant={A}")
+    page.evaluate("([k, v]) => localStorage.setItem(k, v)", [KEY_STORE, site.viewer])
+    page.reload()
+    # The page reads its key after its config (which sets the runbook links): wait for that to be done.
+    page.locator('[data-testid="runbook-delivery"][href]').wait_for(state="attached", timeout=WAIT_MS)
+    assert stored_keys(page) == {"session": None, "local": None}
+    assert page.get_by_test_id("api-key").input_value() == ""
+    assert page.get_by_test_id("status").inner_text() == SIGNED_OUT_STATUS
+    assert page.get_by_test_id("sign-out").is_disabled()
+
+
+def check_late_answers_draw_nothing(page: Page) -> None:
+    """Sign out while a refresh waits for its answers: when they come, nothing is drawn."""
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route("**/api/v1/**", hold)
+    page.get_by_test_id("range-select").select_option("6h")  # refreshes at once
+    while len(held) < 10:  # one request per panel, two for alerts (open, resolved): all sent at once
+        page.wait_for_timeout(50)
+    page.get_by_test_id("sign-out").click()
+    for route in held:
+        route.continue_()
+    page.unroute("**/api/v1/**", hold)
+    for route in held:
+        response = route.request.response()
+        assert response is not None and response.ok
+        response.finished()
+    page.wait_for_timeout(250)  # for the page to take the answers (drawing nothing is the point)
+    check_signed_out(page)
+
+
+def test_sign_out_forgets_the_key_and_clears_both_pages(site: Site, browser: Browser) -> None:
+    """The key is held in sessionStorage only (an old localStorage copy is deleted unread); Sign out
+    removes it from both and from the page, and clears every panel, on the dashboard (even with a
+    refresh on its way) and on an experiment's page."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    violations = watch_csp(page)
+    check_old_local_copy_deleted_unread(page, site)
+
+    page.get_by_test_id("api-key").fill(site.viewer)
+    page.get_by_test_id("connect").click()
+    page.wait_for_function("() => document.body.dataset.state === 'ok'", timeout=WAIT_MS)
+    page.locator('[data-testid="experiment-row"]').first.wait_for(state="visible", timeout=WAIT_MS)
+    assert session_key(page) == site.viewer
+    check_late_answers_draw_nothing(page)
+    tenant = page.get_by_test_id("tenant-select")
+    assert tenant.is_disabled() and tenant.locator("option").all_inner_texts() == ["—"]
+    assert page.get_by_test_id("provider-select").locator("option").count() == 1
+    assert page.get_by_test_id("range-note").inner_text() == ""
+
+    page.goto(f"{site.url}/dashboard/experiments/{EXPERIMENT}?tenant={A}")
+    assert page.get_by_test_id("api-key").input_value() == ""  # signed out on the dashboard: no key here
+    page.get_by_test_id("api-key").fill(site.viewer)
+    page.get_by_test_id("connect").click()
+    page.wait_for_selector('[data-testid="effect-chart"] svg circle', timeout=WAIT_MS)
+    assert session_key(page) == site.viewer
+    page.get_by_test_id("sign-out").click()
+    check_signed_out(page)
+    assert page.get_by_test_id("experiment-title").inner_text() == EXPERIMENT
+    assert page.get_by_test_id("experiment-state").is_hidden()
+    assert violations == []
+
+    # The watch would have seen one: an inline style slipped in as markup is refused and reported.
+    with page.expect_console_message(lambda m: "style-src" in m.text, timeout=WAIT_MS):
+        page.evaluate("document.body.insertAdjacentHTML('beforeend', '<p style=\"color: red\">x</p>')")
+    assert violations

@@ -6,6 +6,16 @@
 window.Herald = (() => {
   const KEY_STORE = "herald.apiKey";
 
+  // The API key is kept in sessionStorage: it goes when the tab closes, and no other tab or later visit
+  // finds it. Earlier versions kept it in localStorage; that copy is deleted unread on every load.
+  localStorage.removeItem(KEY_STORE);
+  const loadKey = () => sessionStorage.getItem(KEY_STORE) || "";
+  const saveKey = (key) => sessionStorage.setItem(KEY_STORE, key);
+  function clearKey() {
+    sessionStorage.removeItem(KEY_STORE);
+    localStorage.removeItem(KEY_STORE);
+  }
+
   const COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#d97706"];
   const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -344,7 +354,9 @@ window.Herald = (() => {
   }
 
   return {
-    KEY_STORE,
+    loadKey,
+    saveKey,
+    clearKey,
     COLORS,
     byId,
     testId,

@@ -3,9 +3,9 @@
 
 (() => {
   const {
-    KEY_STORE, byId, testId, api: request, fmtInt, fmtPct, fmtMs, pad, fmtClock, fmtStamp, fmtSpan, setValue,
-    lineChart, pctAxis, intAxis, msAxis, cell, el, emptyRow, fmtMetric, link, panelFailed, panelOk, showBanner,
-    status,
+    loadKey, saveKey, clearKey, byId, testId, api: request, fmtInt, fmtPct, fmtMs, pad, fmtClock, fmtStamp,
+    fmtSpan, setValue, lineChart, pctAxis, intAxis, msAxis, cell, el, emptyRow, fmtMetric, link, panelFailed,
+    panelOk, showBanner, status,
   } = window.Herald;
   const RANGES = {
     "1h": { ms: 3600e3, bucket: "minute" },
@@ -663,17 +663,20 @@
   }
 
   async function connect() {
-    state.key = controls.key.value.trim();
-    if (!state.key) {
+    const key = controls.key.value.trim();
+    if (!key) {
       showBanner(["Paste an API key first."]);
       return;
     }
-    localStorage.setItem(KEY_STORE, state.key);
+    state.key = key;
+    saveKey(key);
+    byId("sign-out").disabled = false;
     status("Checking key…");
     let tenants;
     try {
       tenants = (await api("/api/v1/tenants")).tenants;
     } catch (err) {
+      if (state.key !== key) return; // signed out (or another key) while the answer was on its way
       controls.tenant.disabled = true;
       controls.tenant.length = 0;
       controls.tenant.add(new Option("—", ""));
@@ -684,6 +687,7 @@
       document.body.dataset.state = "error";
       return;
     }
+    if (state.key !== key) return;
     state.tenants = tenants;
     const wanted = new URLSearchParams(window.location.search).get("tenant") || state.tenant;
     controls.tenant.length = 0;
@@ -706,21 +710,34 @@
     controls.tenant.value = state.tenant;
     syncUrl();
     await refresh();
-    schedule();
+    if (state.key === key) schedule(); // not after a sign-out during that first refresh
   }
 
-  function forget() {
-    localStorage.removeItem(KEY_STORE);
+  /** Back to the page as loaded without a key: the key gone from storage and memory, no timer, no
+   * request in flight that could still draw, no tenant's numbers or names left on screen. */
+  function signOut() {
+    clearKey();
     state.key = "";
     state.tenant = "";
-    controls.key.value = "";
+    state.tenants = [];
+    state.generation += 1; // a refresh still waiting for its answers draws nothing (see refresh)
+    state.loading = false;
     clearInterval(state.timer);
+    state.timer = null;
+    controls.key.value = "";
     controls.tenant.length = 0;
     controls.tenant.add(new Option("—", ""));
     controls.tenant.disabled = true;
+    state.providers.clear();
+    controls.provider.value = "";
+    fillProviders();
     resetPanels("Paste an API key to see data.", true);
+    testId("alerts-note").hidden = true;
+    byId("range-note").textContent = "";
     showBanner([]);
-    status("Key forgotten.");
+    status("Paste an API key to start.");
+    byId("sign-out").disabled = true;
+    document.body.dataset.state = "signed-out";
   }
 
   async function loadConfig() {
@@ -754,7 +771,7 @@
       event.preventDefault();
       connect();
     });
-    byId("forget-key").addEventListener("click", forget);
+    byId("sign-out").addEventListener("click", signOut);
     controls.tenant.addEventListener("change", () => {
       state.tenant = controls.tenant.value;
       state.providers.clear();
@@ -771,7 +788,7 @@
     }
     resetPanels("Paste an API key to see data.", true);
     loadConfig().then(() => {
-      const saved = localStorage.getItem(KEY_STORE);
+      const saved = loadKey();
       if (saved) {
         controls.key.value = saved;
         connect();

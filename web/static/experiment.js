@@ -1,13 +1,13 @@
 // Herald experiment page (/dashboard/experiments/{id}?tenant=…): the definition, per-variant counts,
 // every metric against the control (effect, CIs, significance, split check, power) and the relative
 // effect over time, from /api/v1/tenants/{tenant}/experiments/{id} and its /history and /changes.
-// The API key is the dashboard's (remembered in this browser); the API does every access check.
+// The API key is the dashboard's (kept for this tab only); the API does every access check.
 "use strict";
 
 (() => {
   const {
-    KEY_STORE, byId, testId, api: request, fmtInt, fmtPct, fmtMs, fmtClock, fmtStamp, fmtSpan, lineChart, cell,
-    el, emptyRow, panelFailed, panelOk, showBanner, status,
+    loadKey, saveKey, clearKey, byId, testId, api: request, fmtInt, fmtPct, fmtMs, fmtClock, fmtStamp, fmtSpan,
+    lineChart, cell, el, emptyRow, panelFailed, panelOk, showBanner, status,
   } = window.Herald;
 
   const PANELS = ["definition", "metrics", "changes"];
@@ -22,6 +22,7 @@
     refreshS: 10,
     timer: null,
     loading: false,
+    generation: 0,
   };
   const api = (path, query = {}) => request(path, query, state.key);
   const base = () =>
@@ -242,14 +243,16 @@
       document.body.dataset.state = "error";
       return;
     }
+    const generation = ++state.generation;
     state.loading = true;
     status("Loading…");
     let results;
     try {
       results = await Promise.allSettled([api(base()), api(`${base()}/history`), api(`${base()}/changes`)]);
     } finally {
-      state.loading = false;
+      if (generation === state.generation) state.loading = false;
     }
+    if (generation !== state.generation) return; // signed out while the answers were on their way
     const [report, history, changes] = results;
     const errors = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
     if (report.status === "fulfilled") {
@@ -280,12 +283,14 @@
   }
 
   function connect() {
-    state.key = byId("api-key").value.trim();
-    if (!state.key) {
+    const key = byId("api-key").value.trim();
+    if (!key) {
       showBanner(["Paste an API key first."]);
       return;
     }
-    localStorage.setItem(KEY_STORE, state.key);
+    state.key = key;
+    saveKey(key);
+    byId("sign-out").disabled = false;
     refresh();
     clearInterval(state.timer);
     state.timer = setInterval(() => {
@@ -293,15 +298,25 @@
     }, state.refreshS * 1000);
   }
 
-  function forget() {
-    localStorage.removeItem(KEY_STORE);
+  const SIGNED_OUT = "Paste an API key to see this experiment.";
+
+  /** Back to the page as loaded without a key: the key gone from storage and memory, no timer, nothing
+   * of the experiment left on screen, and an answer still on its way drawn nowhere (see refresh). */
+  function signOut() {
+    clearKey();
     state.key = "";
-    byId("api-key").value = "";
+    state.generation += 1;
+    state.loading = false;
     clearInterval(state.timer);
-    for (const name of PANELS) panelFailed(name, "Paste an API key to see this experiment.", true);
+    state.timer = null;
+    byId("api-key").value = "";
+    for (const name of PANELS) panelFailed(name, SIGNED_OUT, true);
+    testId("experiment-title").textContent = state.id || "Experiment";
     testId("experiment-state").hidden = true;
     showBanner([]);
-    status("Key forgotten.");
+    status("Paste an API key to start.");
+    byId("sign-out").disabled = true;
+    document.body.dataset.state = "signed-out";
   }
 
   async function init() {
@@ -311,15 +326,15 @@
       event.preventDefault();
       connect();
     });
-    byId("forget-key").addEventListener("click", forget);
-    for (const name of PANELS) panelFailed(name, "Paste an API key to see this experiment.", true);
+    byId("sign-out").addEventListener("click", signOut);
+    for (const name of PANELS) panelFailed(name, SIGNED_OUT, true);
     try {
       const response = await fetch("/dashboard/config.json", { cache: "no-store" });
       if (response.ok) state.refreshS = (await response.json()).refresh_s || state.refreshS;
     } catch (_) {
       /* keep the default refresh */
     }
-    const saved = localStorage.getItem(KEY_STORE);
+    const saved = loadKey();
     if (saved) {
       byId("api-key").value = saved;
       connect();
