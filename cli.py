@@ -156,6 +156,20 @@ def _run_query(s: Settings, query: str) -> tuple[list[str], list[list[object]]]:
     return answer.columns, [[jsonable(v) for v in row] for row in answer.rows]
 
 
+@app.command("access-sql")
+def access_sql(
+    database: Annotated[str, typer.Option(help="The database of Herald's tables on the server.")] = "herald",
+    writer: Annotated[str, typer.Option(help="The ClickHouse user Herald's workers write as.")] = "herald",
+) -> None:
+    """Print the DDL an administrator runs on a ClickHouse server for people's SQL: the reader user and
+    settings profile, and the row policies (projections/access.py; docs/warehouse.md)."""
+    from projections.access import server_access_sql
+    from streams.worker import reader_limits
+
+    for statement in server_access_sql(database, reader_limits(settings()), writer):
+        typer.echo(statement + ";")
+
+
 @schemas_app.command("check")
 def schemas_check() -> None:
     """Parse every schema and check current vs historical versions both ways (backward and forward)."""

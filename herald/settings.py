@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         None,
         description="chdb:///path (embedded) or http(s)://user:pass@host:port/db; unset = chDB in data_dir.",
     )
+    warehouse_reader_dsn: str | None = Field(
+        None,
+        description="http(s)://herald_reader:pass@host:port/db: the user people's SQL runs as on a "
+        "ClickHouse server (cli.py access-sql creates it); unset = the warehouse DSN's user, read-only "
+        "per request.",
+    )
     namespace: str = Field(
         "",
         pattern=r"^([a-z0-9][a-z0-9_\-]{0,39})?$",
@@ -162,7 +168,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("warehouse_dsn")
+    @field_validator("warehouse_dsn", "warehouse_reader_dsn")
     @classmethod
     def _known_scheme(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("chdb", "http", "https"):
@@ -199,7 +205,7 @@ class Settings(BaseSettings):
         """Settings as a dict safe to log: passwords in DSNs and URLs replaced by ***, the API key too."""
         out = self.model_dump(mode="json")  # SecretStr dumps as **********
         out["warehouse_dsn"] = mask_dsn(self.warehouse)
-        for name in ("public_url", "runbook_base_url"):  # a URL may carry user:password@ as well
+        for name in ("public_url", "runbook_base_url", "warehouse_reader_dsn"):  # may carry user:password@
             if isinstance(out[name], str):
                 out[name] = mask_dsn(out[name])
         return out

@@ -108,9 +108,17 @@ class SqlReaders:
     """Reader sessions of one warehouse, pooled per scope."""
 
     def __init__(
-        self, warehouse: Warehouse, limits: ReaderLimits | None = None, per_scope: int = 4, max_idle: int = 32
+        self,
+        warehouse: Warehouse,
+        limits: ReaderLimits | None = None,
+        per_scope: int = 4,
+        max_idle: int = 32,
+        dsn: str | None = None,
     ) -> None:
+        """``dsn``: on a ClickHouse server, the reader user's DSN (``herald_reader`` of
+        ``cli.py access-sql``); None reads as the warehouse's own user, still read-only per request."""
         self.warehouse = warehouse
+        self.dsn = dsn
         self.limits = limits or ReaderLimits()
         self.per_scope = per_scope
         self.max_idle = max_idle
@@ -195,7 +203,7 @@ class SqlReaders:
         settings = reader_settings(tenant, self.limits)
         try:
             return self.warehouse.session(
-                readonly=1, settings=[(k, v) for k, v in settings if k != "readonly"]
+                readonly=1, settings=[(k, v) for k, v in settings if k != "readonly"], dsn=self.dsn
             )
         except ClickHouseError as exc:
             raise translated(exc, "cannot open a reader session") from exc

@@ -135,6 +135,8 @@ class Warehouse:
                 self._reads.put(_Lane(self.session(readonly=2, settings=OWN_WORK)))
             self._share: _Lane | None = None
             self._probe: _Lane | None = None
+            self._probe_guard = threading.Lock()
+            self._probe_thread: threading.Thread | None = None
             self._settings_lock = threading.Lock()
             self._settings_lanes: OrderedDict[tuple[tuple[str, str], ...], _Lane] = OrderedDict()
         except (ClickHouseError, OSError) as exc:
@@ -198,16 +200,19 @@ class Warehouse:
             os.chmod(path, 0o600)
         return config
 
-    def session(self, readonly: int = 0, settings: Sequence[tuple[str, str]] = ()) -> Client:
+    def session(
+        self, readonly: int = 0, settings: Sequence[tuple[str, str]] = (), dsn: str | None = None
+    ) -> Client:
         """A new engine session on Herald's database with ``settings``, then ``readonly`` (after
         ``readonly = 1`` the session cannot change any setting again). In the embedded engine they are
-        SET on the session in order; a server client sends them with every request, ``readonly`` last."""
+        SET on the session in order; a server client (as ``dsn``'s user when given) sends them with
+        every request, ``readonly`` last."""
         for name, _ in settings:
             if not _SETTING_NAME.fullmatch(name):
                 raise WarehouseError(f"{name!r} is not a setting name")
         if not self.embedded:
             pairs = [*settings, *([("readonly", str(int(readonly)))] if readonly else [])]
-            return clickhouse_connect.get_client(dsn=self.dsn, **self._extra, settings=dict(pairs))
+            return clickhouse_connect.get_client(dsn=dsn or self.dsn, **self._extra, settings=dict(pairs))
         client = clickhouse_connect.get_client(dsn=self.dsn, **self._extra)
         for name, value in settings:
             client.command(f"SET {name} = {quote(value)}")
@@ -323,27 +328,33 @@ class Warehouse:
 
     def probe(self, timeout_s: float = 2.0) -> str | None:
         """Why the warehouse is not answering (None when ``SELECT 1`` came back within ``timeout_s``).
-        Runs on its own lane in a helper thread, so a stuck engine cannot hold the caller."""
-        answer: list[str | None] = []
+        The probe runs on its own session in a helper thread, so a stuck engine cannot hold the caller;
+        while an earlier probe is still waiting, no other is started."""
+        with self._probe_guard:
+            if self._probe_thread is not None and self._probe_thread.is_alive():
+                return "warehouse not answering: the previous probe has not come back"
+            answer: list[str | None] = []
 
-        def ask() -> None:
-            try:
-                if self._probe is None:
-                    self._probe = _Lane(self.session())
-                with self._probe.lock:
-                    self._probe.client.query("SELECT 1", settings={"max_execution_time": timeout_s})
-                answer.append(None)
-            except (ClickHouseError, OSError) as exc:
-                answer.append(f"warehouse probe failed: {str(exc)[:200]}")
+            def ask() -> None:
+                try:
+                    self._probe_once(timeout_s)
+                    answer.append(None)
+                except (ClickHouseError, OSError) as exc:
+                    answer.append(f"warehouse probe failed: {str(exc)[:200]}")
 
-        if self._probe is not None and self._probe.lock.locked():
-            return "warehouse not answering: the previous probe is still waiting"
-        thread = threading.Thread(target=ask, name="warehouse-probe", daemon=True)
-        thread.start()
+            thread = threading.Thread(target=ask, name="warehouse-probe", daemon=True)
+            self._probe_thread = thread
+            thread.start()
         thread.join(timeout_s)
         if not answer:
             return f"warehouse not answering within {timeout_s:g} s"
         return answer[0]
+
+    def _probe_once(self, timeout_s: float) -> None:
+        if self._probe is None:
+            self._probe = _Lane(self.session())
+        with self._probe.lock:
+            self._probe.client.query("SELECT 1", settings={"max_execution_time": timeout_s})
 
     # ------------------------------------------------------------------------------------ the share
 

@@ -194,7 +194,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             monitor=lambda: agents.monitor.status() if agents.monitor else {"enabled": False},
             dispatch=lambda: agents.dispatch.status() if agents.dispatch else {"enabled": False},
             definitions=registry,
-            readers=SqlReaders(warehouse, reader_limits(settings)),
+            readers=SqlReaders(warehouse, reader_limits(settings), dsn=settings.warehouse_reader_dsn),
             max_body_bytes=settings.api_max_body_bytes,
             rate_per_s=settings.api_rate_per_s,
             rate_burst=settings.api_rate_burst,
