@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     dedup_horizon_s: int = Field(86_400, ge=60, description="How long an event id is remembered for dedup.")
     dedup_max_ids: int = Field(2_000_000, ge=1_000, description="Memory bound of the dedup set per worker.")
     max_event_bytes: int = Field(65_536, ge=512, description="Events larger than this are dead-lettered.")
+    faults: str = Field(
+        "",
+        max_length=500,
+        description="Fault injection for the chaos suite and crash tests (herald/faults.py); empty in "
+        "production.",
+    )
+    ingest_stall_s: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        description="Seconds ingest may retry one stage (warehouse or broker unavailable) before /health "
+        "says degraded.",
+    )
     session_timeout_s: float = Field(
         10.0, ge=6, le=300, description="Consumer group session: how soon a dead worker's partitions move."
     )

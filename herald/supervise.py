@@ -52,7 +52,10 @@ class WorkerProcess:
                     f"worker exited with {self.proc.returncode}; log: {self.log_path}\n{self.tail()}"
                 )
             if self.run_file.exists():
-                info = json.loads(self.run_file.read_text())
+                try:
+                    info = json.loads(self.run_file.read_text())
+                except (OSError, ValueError):  # an older writer's file being replaced: look again
+                    info = {}
                 if info.get("pid") == self.proc.pid:
                     self.api = info["api"]
                     return self

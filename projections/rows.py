@@ -41,6 +41,7 @@ EVENT_COLUMNS: Final = (
     "_topic",
     "_partition",
     "_offset",
+    "_log_time",
 )
 
 BATCH_COLUMNS: Final = (
@@ -53,6 +54,8 @@ BATCH_COLUMNS: Final = (
     "duplicates",
     "worker",
     "written_at",
+    "max_occurred_at",
+    "max_log_time",
 )
 
 _NO_RECIPIENT: Final[dict[str, Any]] = {}
@@ -60,15 +63,21 @@ _NO_ERROR: Final[dict[str, Any]] = {}
 
 
 def event_row(
-    event: dict[str, Any], topic: str, partition: int, offset: int, ingested_at: datetime
+    event: dict[str, Any],
+    topic: str,
+    partition: int,
+    offset: int,
+    ingested_at: datetime,
+    log_time: datetime | None = None,
 ) -> list[Any]:
     """One row in EVENT_COLUMNS order; absent strings become '' and absent numbers stay None.
+    ``log_time`` is the message's Kafka timestamp (``ingested_at`` when unknown).
 
     >>> from datetime import UTC
     >>> t = datetime(2026, 1, 1, tzinfo=UTC)
     >>> row = event_row({"event_id": "e1", "event_type": "SENT", "occurred_at": t, "tenant_id": "acme",
     ...                  "notification_id": "n1", "channel": "SMS"}, "topic", 2, 17, t)
-    >>> dict(zip(EVENT_COLUMNS, row))["provider"], row[-2:]
+    >>> dict(zip(EVENT_COLUMNS, row))["provider"], row[-3:-1]
     ('', [2, 17])
     """
     recipient = event.get("recipient") or _NO_RECIPIENT
@@ -108,6 +117,7 @@ def event_row(
         topic,
         partition,
         offset,
+        log_time or ingested_at,
     ]
 
 

@@ -27,6 +27,7 @@ import fcntl
 import os
 import queue
 import re
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -52,8 +53,12 @@ OWN_WORK = (("priority", "1"),)
 """Herald's own sessions (ingest, the API, the jobs) run at priority 1; people's SQL at a lower one
 (projections/access.py ReaderLimits.priority): the engine pauses the lower while the higher run."""
 TIMEOUT_EXCEEDED = 159
+_AUTHENTICATION_FAILED = 516
 _LIMIT_CODES = frozenset({158, 241, 307, 396})  # TOO_MANY_ROWS, MEMORY_LIMIT, TOO_MANY_BYTES, ..._OR_BYTES
 _ACCESS_CODES = frozenset({164, 497})  # READONLY, ACCESS_DENIED
+# The engine refused the data itself (a value a column cannot hold, a view's function on it): retrying
+# the same block fails the same way.
+_DATA_CODES = frozenset({6, 27, 38, 41, 43, 53, 69, 70, 72, 117, 131, 190, 321, 395, 407, 469})
 
 
 class WarehouseTimeoutError(WarehouseError):
@@ -66,6 +71,11 @@ class WarehouseLimitError(WarehouseError):
 
 class WarehouseAccessError(WarehouseError):
     """The engine refused a statement the session may not run (read-only, missing grant)."""
+
+
+class WarehouseDataError(WarehouseError):
+    """The engine (or the client encoding the block for it) cannot hold the data of an insert: the same
+    rows fail again on retry, so the caller must take the offending rows out (projections/writer.py)."""
 
 
 def engine_code(exc: BaseException) -> int | None:
@@ -87,6 +97,8 @@ def translated(exc: ClickHouseError, what: str) -> WarehouseError:
         cls = WarehouseLimitError
     elif code in _ACCESS_CODES:
         cls = WarehouseAccessError
+    elif code in _DATA_CODES:
+        cls = WarehouseDataError
     out = cls(f"{what}: {exc}")
     out.__cause__ = exc
     return out
@@ -117,9 +129,22 @@ class _Lane:
 
 
 class Warehouse:
-    def __init__(self, dsn: str, *, read_lanes: int = 4, query_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        read_lanes: int = 4,
+        query_timeout_s: float = 30.0,
+        resolve: Callable[[], str | None] | None = None,
+    ) -> None:
+        """``resolve`` (server DSNs only) finds the warehouse again after it moved: when a call cannot
+        reach it or is refused its credentials, the DSN ``resolve`` returns replaces this one for the
+        next calls (another worker's share after its owner restarted on a new port and secret)."""
         self.dsn = dsn
         self.query_timeout_s = query_timeout_s
+        self._resolve = resolve
+        self._read_lanes = max(1, read_lanes)
+        self._moving = threading.Lock()
         self._lock_file: Any = None
         self._closed = False
         self._closers: list[Callable[[], None]] = []
@@ -131,7 +156,7 @@ class Warehouse:
         try:
             self._write = _Lane(self._open_owner())
             self._reads: queue.Queue[_Lane] = queue.Queue()
-            for _ in range(max(1, read_lanes)):
+            for _ in range(self._read_lanes):
                 self._reads.put(_Lane(self.session(readonly=2, settings=OWN_WORK)))
             self._share: _Lane | None = None
             self._probe: _Lane | None = None
@@ -255,6 +280,7 @@ class Warehouse:
             try:
                 return self._write.client.command(sql, parameters=parameters)
             except ClickHouseError as exc:
+                self._follow(exc)
                 raise translated(exc, "warehouse command failed") from exc
 
     def insert(
@@ -263,32 +289,44 @@ class Warehouse:
         rows: Sequence[Sequence[Any]],
         columns: Sequence[str],
         dedup_token: str | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
-        """Insert rows as one block. ``dedup_token`` makes a retried insert of the same block a no-op
-        (tables carry non_replicated_deduplication_window)."""
+        """Insert rows as one block. ``dedup_token`` makes a repeated insert of the same block a no-op
+        (tables carry non_replicated_deduplication_window); ``settings`` apply to this insert only.
+        A value the client cannot encode for its column raises WarehouseDataError, as the engine's
+        refusals of the data do."""
         if not rows:
             return
         lane = self._write
+        key = (table, tuple(columns))
         with lane.lock:
             try:
                 # A cached insert context skips the table-structure lookup each new context costs
-                # (about a fifth of a small insert); only the dedup token changes between inserts.
-                key = (table, tuple(columns))
+                # (about a fifth of a small insert); only the token and settings change between inserts.
                 context = lane.insert_contexts.get(key)
                 if context is None:
                     context = lane.client.create_insert_context(table, list(columns))
                     lane.insert_contexts[key] = context
-                context.settings.pop("insert_deduplication_token", None)
-                if dedup_token:
-                    context.settings["insert_deduplication_token"] = dedup_token
+                added = {
+                    **({"insert_deduplication_token": dedup_token} if dedup_token else {}),
+                    **(settings or {}),
+                }
+                context.settings.update(added)
                 context.data = rows
                 try:
                     lane.client.insert(context=context)
                 finally:
                     context.data = None
+                    for name in added:
+                        context.settings.pop(name, None)
             except ClickHouseError as exc:
-                lane.insert_contexts.pop((table, tuple(columns)), None)  # the table may have changed
+                lane.insert_contexts.pop(key, None)  # the table may have changed
+                self._follow(exc)
                 raise translated(exc, f"insert into {table} failed") from exc
+            except (ArithmeticError, ValueError, TypeError, struct.error) as exc:
+                # raised while encoding the block (e.g. an int out of its column's range): nothing was sent
+                lane.insert_contexts.pop(key, None)
+                raise WarehouseDataError(f"insert into {table} failed: cannot encode a value: {exc}") from exc
 
     # ------------------------------------------------------------------------------------ reads
 
@@ -319,6 +357,7 @@ class Warehouse:
             try:
                 result = lane.client.query(sql, parameters=parameters, settings=self._read_settings(settings))
             except ClickHouseError as exc:
+                self._follow(exc)
                 raise translated(exc, "warehouse query failed") from exc
             return list(result.column_names), [tuple(r) for r in result.result_rows]
 
@@ -437,6 +476,36 @@ class Warehouse:
             return summary.written_rows
 
     # ------------------------------------------------------------------------------------ closing
+
+    def _follow(self, exc: ClickHouseError) -> None:
+        """After a failure to reach the warehouse or a refusal of its credentials, ask ``resolve`` where
+        it is now and reopen every session there; the failed call still fails (its caller retries)."""
+        if self._resolve is None or engine_code(exc) not in (None, _AUTHENTICATION_FAILED):
+            return
+        if not self._moving.acquire(blocking=False):
+            return  # another thread is already moving the sessions
+        try:
+            moved = self._resolve()
+            if not moved or moved == self.dsn:
+                return
+            old = [self._write, self._share, self._probe, *self._settings_lanes.values()]
+            self.dsn = moved
+            self._write = _Lane(clickhouse_connect.get_client(dsn=moved, **self._extra))
+            reads: queue.Queue[_Lane] = queue.Queue()
+            for _ in range(self._read_lanes):
+                reads.put(_Lane(self.session(readonly=2, settings=OWN_WORK)))
+            while not self._reads.empty():
+                old.append(self._reads.get_nowait())
+            self._reads = reads
+            self._share, self._probe = None, None
+            self._settings_lanes.clear()
+            for lane in old:
+                if lane is not None:
+                    lane.client.close()
+        except (ClickHouseError, OSError):
+            return  # not there yet: the next failure asks again
+        finally:
+            self._moving.release()
 
     def on_close(self, closer: Callable[[], None]) -> None:
         """Call ``closer`` first when the warehouse closes (sessions opened on it elsewhere)."""

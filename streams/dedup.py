@@ -1,10 +1,13 @@
-"""Bounded-memory duplicate detection by event id over a horizon of event time. Pure.
+"""Bounded-memory duplicate detection by event id over a horizon of the log's clock. Pure.
 
 One ``EventDeduplicator`` serves one Kafka partition: the contract keys events by notification id,
 so every retry of an event lands on the same partition as the original. Ids are grouped in
-per-minute buckets of event time; a bucket is forgotten once it falls ``horizon`` behind the newest
-event seen, or when the set holds more than ``max_ids`` (oldest bucket first). An event older than
-the horizon cannot be checked and is accepted: duplicates that late are out of contract.
+per-minute buckets of the message's log time (its Kafka timestamp, the broker's append time on
+Herald's topics), not of the event's own ``occurred_at``: an event dated a day ahead cannot move the
+horizon and make the deduplicator forget what it saw. A bucket is forgotten once it falls
+``horizon`` behind the newest log time seen, or when the set holds more than ``max_ids`` (oldest
+bucket first). A retry that reaches the log later than the horizon after the original cannot be
+checked and is accepted: duplicates that late are out of contract.
 
 The state is never the only copy: on partition assignment the worker rebuilds it from the
 warehouse rows of that partition, which were written before their offsets were committed.
@@ -44,23 +47,24 @@ class EventDeduplicator:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def is_duplicate(self, event_id: str, occurred_ms: int) -> bool:
-        """True when ``event_id`` was seen within the horizon; otherwise remember it and return False."""
+    def is_duplicate(self, event_id: str, log_ms: int) -> bool:
+        """True when ``event_id`` was seen within the horizon; otherwise remember it (at ``log_ms``, the
+        message's log time) and return False."""
         if event_id in self._ids:
             return True
-        self.newest_ms = max(self.newest_ms, occurred_ms)
-        if occurred_ms < self.newest_ms - self.horizon_ms:
+        self.newest_ms = max(self.newest_ms, log_ms)
+        if log_ms < self.newest_ms - self.horizon_ms:
             return False  # older than what we remember: accepted unchecked, and not worth storing
-        self._remember(event_id, occurred_ms // _MINUTE_MS)
+        self._remember(event_id, log_ms // _MINUTE_MS)
         self._evict()
         return False
 
     def load(self, seen: Iterable[tuple[str, int]]) -> None:
-        """Rebuild from (event_id, occurred_ms) pairs already applied, e.g. read back from the warehouse."""
-        for event_id, occurred_ms in seen:
+        """Rebuild from (event_id, log_ms) pairs already applied, e.g. read back from the warehouse."""
+        for event_id, log_ms in seen:
             if event_id not in self._ids:
-                self.newest_ms = max(self.newest_ms, occurred_ms)
-                self._remember(event_id, occurred_ms // _MINUTE_MS)
+                self.newest_ms = max(self.newest_ms, log_ms)
+                self._remember(event_id, log_ms // _MINUTE_MS)
         self._evict()
 
     def _remember(self, event_id: str, bucket: int) -> None:

@@ -1,19 +1,23 @@
 """Decide what happens to each raw lifecycle message: write, dead-letter, drop as duplicate, or skip
 as already applied. Pure: the decoder, the dedup state and ``now`` are passed in.
 
-Exactly-once into the warehouse rests on two facts this module keeps:
+Exactly-once into the warehouse rests on facts this module keeps:
 - ``applied_upto`` is the last offset per partition whose effect is already in the warehouse (read
   back from it on assignment); anything at or below it is skipped, so a redelivery after a crash
   never double counts, whatever the batch boundaries were.
-- duplicates are decided by event id in offset order, and the dedup state is rebuilt from the same
-  warehouse rows, so a replay reaches the same verdicts as the first pass.
+- every verdict is a function of the message alone (its bytes and its log timestamp) and of the
+  dedup state: time rules judge ``occurred_at`` against the message's log time, never the wall clock,
+  so a replay, a repair of a half-applied batch, or another worker re-deciding the same offsets
+  reaches the same verdicts and forms the same rows. ``now`` only stamps dead letters' headers.
+- duplicates are decided by event id in offset order on the log's clock, and the dedup state is
+  rebuilt from the same warehouse rows, so a replay reaches the same verdicts as the first pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from herald.errors import DecodeError
@@ -111,16 +115,24 @@ def ingest(
             result.dead_letters.append(dead_letter(msg, "decode", exc.kind, exc.message, now))
             progress.dead += 1
             continue
-        problems = contract_violations(event, now)
+        log_time = log_time_of(msg, now)
+        problems = contract_violations(event, log_time)
         if problems:
             result.dead_letters.append(dead_letter(msg, "validate", "invalid", "; ".join(problems), now))
             progress.dead += 1
             continue
-        occurred_ms = int(event["occurred_at"].timestamp() * 1000)
-        if deduplicators[tp].is_duplicate(event["event_id"], occurred_ms):
+        if deduplicators[tp].is_duplicate(event["event_id"], int(log_time.timestamp() * 1000)):
             result.duplicates += 1
             progress.duplicates += 1
             continue
         result.accepted.append((msg, event))
         progress.rows += 1
     return result
+
+
+def log_time_of(msg: SourceMessage, fallback: datetime) -> datetime:
+    """The message's log timestamp; ``fallback`` only for a message without one (never on Herald's
+    topics, whose broker stamps every message)."""
+    if msg.timestamp_ms <= 0:
+        return fallback
+    return datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC)

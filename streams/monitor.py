@@ -11,8 +11,11 @@ worker takes the partition and the same checkpoint: models survive restarts and 
 
 Event time, not wall time: the watermark is the oldest of the newest ``occurred_at`` per lifecycle
 partition still receiving data (so a partition applied later holds minutes open), and minute M is
-judged once ``M + 1 min + alert_lateness_s <= watermark``. Rollups are read from ``delivery_minute``
-(kept by a materialized view on ``events``, see projections/migrations), summed over templates.
+judged once ``M + 1 min + alert_lateness_s <= watermark``. It is read from the ingest markers
+(``ingest_batches``), which a batch writes only once its rows are in events and in every rollup, so
+no minute is judged from events whose rollup rows are still being written. Rollups are read from
+``delivery_minute`` (kept by a materialized view on ``events``, see projections/migrations), summed
+over templates.
 The same stream replayed at any speed gives the same alerts.
 
 Delivery: each change goes to ``herald.ops.alerts.v1`` (Avro, acks=all, idempotent producer)
@@ -62,10 +65,10 @@ CHECKPOINT_EVERY_S = 10.0
 ACTIVE_PARTITION_S = 30.0  # a partition whose newest event was ingested longer ago does not hold minutes
 
 _WATERMARK = """
-SELECT _partition, toUnixTimestamp64Milli(max(occurred_at)), toUnixTimestamp64Milli(max(ingested_at))
-FROM events
-WHERE occurred_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
-GROUP BY _partition
+SELECT partition, toUnixTimestamp64Milli(max(max_occurred_at)), toUnixTimestamp64Milli(max(written_at))
+FROM ingest_batches
+WHERE max_occurred_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+GROUP BY partition
 """
 _FIRST_MINUTE = """
 SELECT toUnixTimestamp(min(minute)) * 1000, count()

@@ -91,7 +91,14 @@ class Topics:
     def specs(self) -> tuple[TopicSpec, ...]:
         return (
             TopicSpec(
-                self.lifecycle, (("retention.ms", str(30 * 86_400_000)), ("max.message.bytes", "4194304"))
+                self.lifecycle,
+                (
+                    ("retention.ms", str(30 * 86_400_000)),
+                    ("max.message.bytes", "4194304"),
+                    # The broker stamps each message: the log's own clock, which ingest judges event
+                    # times and the dedup horizon by (streams/ingest.py), cannot be set by a producer.
+                    ("message.timestamp.type", "LogAppendTime"),
+                ),
             ),
             TopicSpec(
                 self.dead_letter, (("retention.ms", str(90 * 86_400_000)), ("max.message.bytes", "4194304"))

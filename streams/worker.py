@@ -18,6 +18,7 @@ import structlog
 from experiments.definitions import LoadedExperiments, load_experiments
 from experiments.registry import FileDefinitions, Registry
 from herald.errors import WarehouseError
+from herald.faults import Faults
 from herald.settings import Settings, mask_dsn
 from policies.loader import LoadedPolicy, load_policy
 from policies.segments import Segment, load_segments
@@ -53,10 +54,11 @@ def write_run_file(settings: Settings, info: dict[str, Any]) -> None:
     settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(settings.run_dir, 0o700)
     path = run_file(settings)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(info, f)
-    os.chmod(path, 0o600)
+    os.replace(partial, path)  # readers see the whole file or none
 
 
 def reader_limits(settings: Settings) -> ReaderLimits:
@@ -87,20 +89,28 @@ def live_endpoints(settings: Settings) -> list[str]:
     return [str(info["api"]) for info in live_workers(settings)]
 
 
+def share_of_live_owner(settings: Settings) -> str | None:
+    """The warehouse share DSN of the live worker that owns this data dir's embedded warehouse."""
+    shared = [info["warehouse_http"] for info in live_workers(settings) if info.get("warehouse_http")]
+    return str(shared[0]) if shared else None
+
+
 def open_warehouse(settings: Settings) -> Warehouse:
     """The configured warehouse; when the embedded one is owned by another live worker on this data dir,
-    that worker's ClickHouse HTTP endpoint instead, so several workers can share one machine's chDB."""
+    that worker's ClickHouse HTTP endpoint instead, so several workers can share one machine's chDB.
+    A shared warehouse follows its owner: when the owner restarts (a new port and secret), the next
+    failed call finds it again from the run files."""
     timeout = settings.api_query_timeout_s
     try:
         return Warehouse(settings.warehouse, query_timeout_s=timeout)
     except WarehouseError:
         if not settings.embedded_warehouse:
             raise
-        shared = [info["warehouse_http"] for info in live_workers(settings) if info.get("warehouse_http")]
+        shared = share_of_live_owner(settings)
         if not shared:
             raise
-        log.info("worker.shared_warehouse", warehouse=mask_dsn(shared[0]))
-        return Warehouse(shared[0], query_timeout_s=timeout)
+        log.info("worker.shared_warehouse", warehouse=mask_dsn(shared))
+        return Warehouse(shared, query_timeout_s=timeout, resolve=lambda: share_of_live_owner(settings))
 
 
 @dataclass
@@ -167,7 +177,7 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
     applied = migrate(warehouse)
     pipeline = IngestPipeline(
         settings,
-        IngestWriter(warehouse, settings.worker_name),
+        IngestWriter(warehouse, settings.worker_name, faults=Faults.parse(settings.faults)),
         lifecycle_codec(),
         DeadLetterSink(bootstrap, settings.topics.dead_letter),
     )
@@ -195,6 +205,8 @@ def run_worker(settings: Settings, bootstrap: str) -> None:
             dispatch=lambda: agents.dispatch.status() if agents.dispatch else {"enabled": False},
             definitions=registry,
             readers=SqlReaders(warehouse, reader_limits(settings), dsn=settings.warehouse_reader_dsn),
+            ingest=lambda: pipeline.status,
+            stall_s=settings.ingest_stall_s,
             max_body_bytes=settings.api_max_body_bytes,
             rate_per_s=settings.api_rate_per_s,
             rate_burst=settings.api_rate_burst,

@@ -28,7 +28,7 @@ from projections.warehouse import (
     WarehouseLimitError,
     WarehouseTimeoutError,
 )
-from streams.pipeline import IngestTotals
+from streams.pipeline import IngestStatus, IngestTotals
 from web.analytics_api import analytics_router
 from web.auth import ApiAuth, KeyRing, Principal
 from web.dashboard import dashboard_router
@@ -68,9 +68,15 @@ def jsonable(value: Any) -> Any:
 
 
 class _IngestCollector:
-    def __init__(self, totals: Callable[[], IngestTotals], lag: Callable[[], dict[int, int]]) -> None:
+    def __init__(
+        self,
+        totals: Callable[[], IngestTotals],
+        lag: Callable[[], dict[int, int]],
+        status: Callable[[], IngestStatus] | None = None,
+    ) -> None:
         self._totals = totals
         self._lag = lag
+        self._status = status
 
     def collect(self) -> Any:
         t = self._totals()
@@ -101,6 +107,33 @@ class _IngestCollector:
         for partition, behind in sorted(self._lag().items()):
             lag.add_metric([str(partition)], behind)
         yield lag
+        if self._status is None:
+            return
+        st = self._status()
+        yield GaugeMetricFamily(
+            "herald_ingest_retrying_seconds",
+            "How long ingest has retried its current stage (0: not retrying)",
+            value=st.retrying_for(time.monotonic()),
+        )
+        for name, doc, value in (
+            (
+                "herald_ingest_repairs",
+                "Batches completed from the log after a crash left them unmarked",
+                st.repairs,
+            ),
+            (
+                "herald_ingest_lost_runs",
+                "First runs another writer's run had taken (resumed after it)",
+                st.lost_runs,
+            ),
+            ("herald_ingest_fenced", "Batches abandoned because the group moved the partitions", st.fenced),
+            (
+                "herald_ingest_refused_rows",
+                "Rows the warehouse could not hold, dead-lettered",
+                st.refused_rows,
+            ),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
 
 
 class _MonitorCollector:
@@ -138,6 +171,8 @@ def create_api(
     segments: Mapping[str, Segment] | None = None,
     definitions: Registry | None = None,
     readers: SqlReaders | None = None,
+    ingest: Callable[[], IngestStatus] | None = None,
+    stall_s: float = 60.0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     rate_per_s: float = 20.0,
     rate_burst: int = 60,
@@ -173,17 +208,19 @@ def create_api(
     api.include_router(experiments_router(warehouse, auth, definitions, clock))
     api.include_router(dashboard_router())
     registry = CollectorRegistry()
-    registry.register(_IngestCollector(totals, lag))
+    registry.register(_IngestCollector(totals, lag, ingest))
     registry.register(auth.refusals)
     if monitor is not None:
         registry.register(_MonitorCollector(monitor))
 
     @api.get("/health")
     def health() -> dict[str, Any]:
-        """``status`` is ``degraded`` with the ``problems`` when work is not progressing (here: the
-        warehouse does not answer a probe within 2 s)."""
+        """``status`` is ``degraded`` with the ``problems`` when work is not progressing: the warehouse
+        does not answer a probe within 2 s, or ingest has retried a stage for ``stall_s`` or longer."""
         t = totals()
         problems = [p for p in (warehouse.probe(),) if p]
+        if ingest is not None:
+            problems += ingest().problems(time.monotonic(), stall_s)
         return {
             "status": "degraded" if problems else "ok",
             "problems": problems,

@@ -92,10 +92,13 @@ def test_insert_with_a_repeated_dedup_token_lands_once(shim: Shim) -> None:
 
 
 def test_writer_reads_back_the_same_positions_through_http(shim: Shim) -> None:
-    """applied_upto (Array(UInt16) parameter) and seen_event_ids agree between HTTP and chDB."""
+    """applied_upto (Array(UInt16) parameter) and seen_event_ids (by log time) agree between HTTP and chDB."""
     topic = "t-writer"
     accepted = [
-        (SourceMessage(topic, p, o, b"k", b""), event(f"{topic}-{p}-{o}", T0 + timedelta(seconds=o)))
+        (
+            SourceMessage(topic, p, o, b"k", b"", int((T0 + timedelta(seconds=o)).timestamp() * 1000)),
+            event(f"{topic}-{p}-{o}", T0 + timedelta(seconds=o)),
+        )
         for p in (0, 1, 3)
         for o in range(10 * p, 10 * p + 20)
     ]

@@ -1,4 +1,4 @@
-"""Row mapping, insert splitting and tokens of the warehouse writer; the read-only SQL guard."""
+"""Row mapping, runs and tokens of the warehouse writer; migrations; the read-only SQL check."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from projections.migrate import discover
 from projections.rows import EVENT_COLUMNS, event_row
 from projections.sql_reader import statement_problem
-from projections.writer import _atomic_runs, _token
+from projections.writer import Run, runs_of
 from streams.ingest import SourceMessage
 
 T = "topic"
@@ -37,26 +37,29 @@ def test_event_row_follows_the_column_order_and_fills_absent_values() -> None:
     assert row["template_version"] is None and row["_partition"] == 3 and row["_offset"] == 9
 
 
-def test_batch_within_one_month_is_one_insert() -> None:
-    """Rows of one month from several partitions go in a single atomic insert."""
-    runs = _atomic_runs([item(0, 1, NOV), item(1, 5, NOV), item(0, 2, NOV)])
-    assert len(runs) == 1
+def test_a_partitions_rows_of_one_month_are_one_run() -> None:
+    """Rows of one partition in one month are one insert; each partition has runs of its own."""
+    runs = runs_of([item(0, 1, NOV), item(1, 5, NOV), item(0, 2, NOV)])
+    assert [(r.partition, r.first, r.last) for r in runs] == [(0, 1, 2), (1, 5, 5)]
 
 
-def test_batch_across_months_is_split_into_offset_ordered_single_month_runs() -> None:
-    """Each insert touches one month and each partition's runs stay in offset order."""
-    runs = _atomic_runs([item(0, 1, NOV), item(0, 2, DEC), item(0, 3, NOV), item(1, 7, DEC)])
-    shapes = [[(m.partition, m.offset) for m, _ in run] for run in runs]
+def test_a_partition_crossing_months_is_split_into_offset_ordered_single_month_runs() -> None:
+    """Each run touches one month and each partition's runs stay in offset order."""
+    runs = runs_of([item(0, 1, NOV), item(0, 2, DEC), item(0, 3, NOV), item(1, 7, DEC)])
+    shapes = [[(m.partition, m.offset) for m, _ in run.items] for run in runs]
     assert shapes == [[(0, 1)], [(0, 2)], [(0, 3)], [(1, 7)]]
     for run in runs:
-        assert len({ev["occurred_at"].month for _, ev in run}) == 1  # type: ignore[attr-defined]
+        assert len({ev["occurred_at"].month for _, ev in run.items}) == 1  # type: ignore[attr-defined]
 
 
-def test_insert_token_is_deterministic_in_the_offset_ranges() -> None:
-    """The same rows give the same token; another range gives another."""
-    run = [item(0, 1, NOV), item(0, 2, NOV), item(1, 4, NOV)]
-    assert _token("events", run) == _token("events", list(run)) == "events|topic/0/1-2,topic/1/4-4"
-    assert _token("events", run[:2]) != _token("events", run)
+def test_a_runs_token_is_its_partition_and_first_offset_only() -> None:
+    """Two runs starting at the same offset are one block to the engine, whatever their length: that is
+    what drops a paused worker's late run once the new owner wrote its own (projections/writer.py)."""
+    long_run = Run(T, 0, [item(0, 4, NOV), item(0, 5, NOV), item(0, 6, NOV)])
+    short_run = Run(T, 0, long_run.items[:1])
+    assert long_run.token == short_run.token == "events|topic/0/4"
+    assert Run(T, 1, long_run.items).token != long_run.token
+    assert Run(T, 0, long_run.items[1:]).token == "events|topic/0/5"
 
 
 def test_migrations_are_numbered_and_split_into_statements() -> None:
@@ -67,14 +70,16 @@ def test_migrations_are_numbered_and_split_into_statements() -> None:
     for m in migrations:
         statements = m.statements()
         for i, statement in enumerate(statements):
+            if " MODIFY SETTING " in statement:
+                continue  # sets a value: idempotent as it is
             guard = "IF EXISTS" if statement.startswith("DROP ") else "IF NOT EXISTS"
             assert guard in statement, statement[:60]
             if statement.startswith("DROP "):
                 name = statement.split()[-1]
                 assert any(f"IF NOT EXISTS {name} " in later for later in statements[i + 1 :]), statement
             if statement.startswith("ALTER "):
-                clauses = statement.count("ADD COLUMN")
-                assert clauses == statement.count("ADD COLUMN IF NOT EXISTS") > 0, statement[:60]
+                clauses = statement.count(" ADD ")
+                assert clauses == statement.count("IF NOT EXISTS") > 0, statement[:60]
 
 
 def test_statement_check_allows_selects_and_refuses_the_rest() -> None:
