@@ -1,6 +1,14 @@
-"""Rebuild the ingest projection from the log: drop its tables, recreate them, and apply every
-message from the start of each partition through the same pure ingest decision and writer, so the
-rebuilt tables equal the live ones. Dead letters are counted, not produced again (the DLQ has them)."""
+"""Rebuild the ingest projection from the log: drop every object derived from it, recreate them, and
+apply every message from the start of each partition through the same pure ingest decision and writer,
+so the rebuilt tables equal the live ones. Dead letters are counted, not produced again (the DLQ has
+them).
+
+Which objects are derived is read from the migrations themselves (projections/lineage.py): ``events``
+and ``ingest_batches``, every materialized view fed from them with the table it writes, and every view
+over those. A materialized view left out would keep its table's rows and add the replayed events to
+them a second time; there is no second list to keep in step with the migrations.
+tests/integration/test_replay.py checks the result with projections/fingerprint.py: every derived
+table has the fingerprint it had before the replay."""
 
 from __future__ import annotations
 
@@ -11,7 +19,8 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from herald.settings import Settings
-from projections.migrate import discover
+from projections.lineage import derived_objects
+from projections.migrate import Migration, discover
 from projections.warehouse import Warehouse
 from projections.writer import IngestWriter
 from schemas.codec import lifecycle_codec
@@ -20,20 +29,6 @@ from streams.pipeline import IngestPipeline, IngestTotals
 from streams.sink import source_message
 
 log = structlog.get_logger("herald.replay")
-
-PROJECTION_OBJECTS = (  # views first: a materialized view must not outlive its tables
-    "VIEW delivery_minute_mv",
-    "VIEW delivery_hour_mv",
-    "VIEW delivery_cohort_minute_mv",
-    "VIEW delivery_rates_hourly",
-    "VIEW engagement_by_send_minute",
-    "VIEW latency_minute",
-    "TABLE delivery_minute",
-    "TABLE delivery_hour",
-    "TABLE delivery_cohort_minute",
-    "TABLE events",
-    "TABLE ingest_batches",
-)
 
 
 class CountingDeadLetters:
@@ -47,13 +42,18 @@ class CountingDeadLetters:
         return None
 
 
-def rebuild_tables(warehouse: Warehouse) -> None:
-    for obj in PROJECTION_OBJECTS:
-        kind, name = obj.split()
-        warehouse.command(f"DROP {kind} IF EXISTS {name}")
+def rebuild_tables(warehouse: Warehouse, migrations: Sequence[Migration] | None = None) -> None:
+    """Drop every object derived from the log (the lineage of the migrations, views before the tables
+    they read or write) and create them again empty. Tables other components write (alerts,
+    experiment_results, segment_*, definition_changes, schema_migrations) are left as they are."""
+    found = discover() if migrations is None else migrations
+    # The lineage is read in full before anything is dropped: a migration it cannot read stops the
+    # replay with the warehouse untouched.
+    for obj in derived_objects(found):
+        warehouse.command(obj.drop_statement)
     # Every statement is idempotent (IF NOT EXISTS, or DROP VIEW IF EXISTS of a materialized view that
     # the next statement creates again), so only the dropped objects come back.
-    for migration in discover():
+    for migration in found:
         for statement in migration.statements():
             warehouse.command(statement)
 

@@ -1,5 +1,5 @@
-"""End to end on the real broker and the real warehouse engine: counts, dead letters, dedup,
-crash recovery and replay."""
+"""End to end on the real broker and the real warehouse engine: counts, dead letters, dedup and
+crash recovery (replay: test_replay.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import pytest
 
 from simulator.badinput import BAD_KINDS, bad_messages
 from simulator.run import emit_exact
-from streams.replay import replay
 from tests.conftest import Herald
-from tests.integration.helpers import read_topic, snapshot
+from tests.integration.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -121,25 +120,3 @@ def test_worker_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(her
         "SELECT count() FROM (SELECT event_id FROM events GROUP BY event_id HAVING count() > 1)"
     ) == [[0]]
     assert herald.scalar("SELECT sum(duplicates) FROM ingest_batches") == 0
-
-
-def test_replay_rebuilds_identical_tables(herald: Herald) -> None:
-    """Dropping the projection and replaying the log gives the same rows, rollups and positions."""
-    worker = herald.start_worker()
-    emit_exact(herald.emitter(), 5000, 50, seed=9, start=datetime.now(UTC))
-    retry = herald.emitter()
-    herald.wait_caught_up()
-    before = snapshot(herald.sql)
-    assert before["events"][0][0] == 5000
-    worker.stop()
-    del retry
-
-    from projections.warehouse import Warehouse
-
-    warehouse = Warehouse(herald.settings.warehouse)
-    try:
-        report = replay(herald.settings, herald.bootstrap, warehouse)
-    finally:
-        warehouse.close()
-    assert report.messages == 5050
-    assert snapshot(herald.sql) == before

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PURE = [
     *("streams/dedup.py", "streams/ingest.py", "schemas/contract.py", "projections/rows.py"),
-    *("projections/access.py", "web/ratelimit.py"),
+    *("projections/access.py", "projections/lineage.py", "projections/canonical.py", "web/ratelimit.py"),
     *("dispatch/core.py", "providers/base.py", "analytics/monitor.py"),
 ]
 PURE_PACKAGES = ["experiments", "analytics", "policies"]
