@@ -16,7 +16,10 @@ One batch at a time, per consumer poll:
    events (SENT, FAILED) and the tenants' state again;
 4. flush, then commit the request offsets.
 
-A crash before 2 loses nothing (the requests are read again, nothing was counted or sent). A crash
+Before 2, before 3 and before the state write of 3, the agent proves it still owns its partitions
+(``_fence``, as the warehouse sink does): a worker paused past its session, whose partitions moved,
+writes no state over the new owner's and calls no provider; it drops the batch and reads the state
+again. A crash before 2 loses nothing (the requests are read again, nothing was counted or sent). A crash
 between 2 and 4 leaves ledger entries ``sending``: the next owner sends those again with the same
 idempotency key (the notification id), so a provider that honours keys (the HTTP SMS API) sends
 once; an SMTP relay may deliver a second copy of a message that was in flight at the crash. Counters
@@ -41,7 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from dispatch.core import Attempt, Dispatcher, Step, budget_alert, switch_alert
 from dispatch.service import call_provider
@@ -60,7 +63,7 @@ from schemas.contract import request_problem
 from streams.alerts import AlertPublisher
 from streams.emitter import Emitter
 from streams.ingest import dead_letter
-from streams.pipeline import DeadLetterSink
+from streams.pipeline import DeadLetterSink, FencedError
 from streams.sink import source_message
 
 log = structlog.get_logger("herald.dispatch")
@@ -83,6 +86,7 @@ class DispatchTotals:
     receipts: int = 0
     dead_letters: int = 0
     batches: int = 0
+    fenced: int = 0
     by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -138,6 +142,7 @@ class DispatchAgent:
         self._receipts: list[tuple[int, str, str, int]] = []  # (due ms, tenant, request id, polls so far)
         self._resume: list[tuple[str, str]] = []  # (tenant, request id) in flight at the last owner's end
         self.totals = DispatchTotals()
+        self._fenced_at = -float("inf")
         self.crashed: BaseException | None = None
         self.alerts = AlertPublisher(bootstrap, self._topics.alerts, warehouse)
         self._warehouse = warehouse
@@ -192,6 +197,7 @@ class DispatchAgent:
             "receipts": t.receipts,
             "receipts_waiting": len(self._receipts),
             "dead_letters": t.dead_letters,
+            "fenced": t.fenced,
             "breakers": {k: b.state_at(self._clock()) for k, b in sorted(self.breakers.items())},
             "alerts_published": len(self.alerts.published),
             "crashed": repr(self.crashed) if self.crashed else None,
@@ -450,20 +456,70 @@ class DispatchAgent:
         await self._poll_receipts(adapters, touched)
         if not touched and not attempts and not last:
             return
-        self._write_state(touched)
-        self._flush()  # write-ahead: decisions and counters are durable before any provider is called
-        pending = [
-            self._send(tenant, attempt, record, adapters, touched) for tenant, attempt, record in attempts
-        ]
-        await asyncio.gather(*pending)
-        self._write_state(touched)
-        self._flush()
+        firsts = _first_offsets(messages)
+        try:
+            self._fence(firsts)
+            self._write_state(touched)
+            self._flush()  # write-ahead: decisions and counters are durable before any provider is called
+            self._fence(firsts)
+            pending = [
+                self._send(tenant, attempt, record, adapters, touched) for tenant, attempt, record in attempts
+            ]
+            await asyncio.gather(*pending)
+            self._fence(firsts)
+            self._write_state(touched)
+            self._flush()
+        except FencedError as exc:
+            self._fenced(firsts, exc)
+            return
         self._publish_alerts()
         if last:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False
             )
         self.totals.batches += 1
+
+    def _fence(self, firsts: dict[tuple[str, int], int]) -> None:
+        """Prove this worker still owns its partitions before it writes their tenants' state or calls a
+        provider (a worker paused past its session must not overwrite the new owner's counters or send
+        what it already sent): a synchronous commit of where it stands, which the group coordinator
+        refuses once the partitions moved. A commit renews the session: one less than half a session
+        old still holds (streams/sink.py does the same for ingest)."""
+        now = time.monotonic()
+        if now - self._fenced_at < self.settings.session_timeout_s / 2:
+            return
+        assignment = self._consumer.assignment()
+        if not assignment:
+            raise FencedError("no partitions assigned")
+        try:
+            positions = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assignment)}
+            standing = {**{k: v for k, v in positions.items() if v >= 0}, **firsts}
+            if standing:
+                self._consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(standing.items())],
+                    asynchronous=False,
+                )
+        except KafkaException as exc:
+            raise FencedError(f"the group refused this worker's offsets: {exc}") from exc
+        self._fenced_at = now
+
+    def _fenced(self, firsts: dict[tuple[str, int], int], exc: FencedError) -> None:
+        """Drop every decision of the batch: the state of its partitions is read again from the state
+        topic (the new owner's, or ours if the partitions are still ours) and the batch re-consumed."""
+        log.warning("dispatch.fenced", error=str(exc), partitions=sorted(p for _, p in firsts))
+        self.totals.fenced += 1
+        for tenant in [t for t, p in self.partition_of.items() if p in self.assigned]:
+            self.tenants.pop(tenant, None)
+            self.partition_of.pop(tenant, None)
+        self._timers, self._receipts, self._resume = [], [], []
+        self._restore |= set(self.assigned)
+        for (topic, partition), offset in firsts.items():
+            if partition in self.assigned:
+                try:
+                    self._consumer.seek(TopicPartition(topic, partition, offset))
+                except KafkaException:
+                    continue  # revoked meanwhile
+        self._fenced_at = -float("inf")
 
     def _publish_alerts(self) -> None:
         """A breaker that opened (failover) or closed (failback) since the last batch: an alert on the
@@ -579,3 +635,11 @@ class DispatchAgent:
                 elif event["event_type"] == "FAILED" and step.attempt is None:
                     self.totals.failed += 1
             attempt = step.attempt  # type: ignore[assignment]  # the one failover retry, or None
+
+
+def _first_offsets(messages: list[Message]) -> dict[tuple[str, int], int]:
+    first: dict[tuple[str, int], int] = {}
+    for m in messages:
+        if m.error() is None:
+            first.setdefault((m.topic() or "", m.partition() or 0), m.offset() or 0)
+    return first
