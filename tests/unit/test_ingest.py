@@ -135,3 +135,26 @@ def test_dedup_rebuilt_with_load_recognises_applied_ids() -> None:
     d = EventDeduplicator(3_600_000, 100)
     d.load([("x", 1_000), ("y", 2_000)])
     assert d.is_duplicate("x", 3_000) and not d.is_duplicate("z", 3_000)
+
+
+def test_event_times_are_judged_by_the_messages_log_time_not_the_wall_clock() -> None:
+    """An event two days ahead of its message's log time is refused, whatever the clock says when it is
+    decided: the live worker and a replay a week later reach the same verdict."""
+    log_ms = int(NOW.timestamp() * 1000)
+    ahead = SourceMessage(TOPIC, 0, 0, b"k", CODEC.encode(event("a", NOW + timedelta(days=2))), log_ms)
+    fine = SourceMessage(TOPIC, 0, 1, b"k", CODEC.encode(event("b", NOW + timedelta(hours=2))), log_ms)
+    for wall_clock in (NOW, NOW + timedelta(days=7)):
+        result = ingest([ahead, fine], CODEC.decode, dedups(0), {}, wall_clock, 65_536)
+        assert [m.offset for m, _ in result.accepted] == [1]
+        assert len(result.dead_letters) == 1
+
+
+def test_a_future_dated_event_does_not_move_the_dedup_horizon() -> None:
+    """The horizon runs on log time: an event dated a day ahead keeps earlier ids remembered."""
+    log_ms = int(NOW.timestamp() * 1000)
+    stream = [event("a"), event("far", NOW + timedelta(hours=23)), event("a")]
+    messages = [
+        SourceMessage(TOPIC, 0, i, b"k", CODEC.encode(e), log_ms + i * 1000) for i, e in enumerate(stream)
+    ]
+    result = ingest(messages, CODEC.decode, dedups(0), {}, NOW, 65_536)
+    assert result.duplicates == 1 and [m.offset for m, _ in result.accepted] == [0, 1]
