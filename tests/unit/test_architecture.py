@@ -7,8 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE = [
-    *("streams/dedup.py", "streams/ingest.py", "schemas/contract.py", "schemas/varints.py"),
-    *("projections/rows.py", "projections/access.py", "web/ratelimit.py"),
+    *("streams/dedup.py", "streams/ingest.py", "schemas/contract.py", "schemas/bounds.py"),
+    *("schemas/varints.py", "projections/rows.py", "projections/access.py", "web/ratelimit.py"),
     *("dispatch/core.py", "providers/base.py", "analytics/monitor.py"),
 ]
 PURE_PACKAGES = ["experiments", "analytics", "policies"]
