@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -150,3 +151,13 @@ def test_the_emitter_refuses_an_out_of_bound_event_before_it_reaches_the_log() -
 def test_doctests_of_the_bounds_and_the_contract_pass(module: Any) -> None:
     """The column type parser's and the contract's examples run."""
     assert doctest.testmod(module).failed == 0
+
+
+def test_the_operations_guide_names_every_bounded_field_and_limit() -> None:
+    """docs/operations.md lists each field the contract bounds and each limit, so it cannot drift."""
+    text = " ".join((Path(__file__).parents[2] / "docs" / "operations.md").read_text().split())
+    for field in (*NUMBER_BOUNDS, *TIME_BOUNDS, *TEXT_BOUNDS):
+        assert f"`{field}`" in text, field
+    for bound in TEXT_BOUNDS.values():
+        assert f" {bound.maximum}" in text, bound
+    assert "2,592,000,000 (30 days)" in text and "10^12" in text and "2^31 - 1" in text
