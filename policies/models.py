@@ -25,6 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.bounds import COST_MICROS_MAX
+
 __all__ = [
     "BreakerSettings",
     "BudgetSpec",
@@ -68,7 +70,11 @@ class ProviderSpec(_Model):
     """One delivery provider of a channel and what one message costs there."""
 
     name: Name
-    price_micros: int = Field(ge=0, description="Cost of one message in millionths of the currency unit.")
+    price_micros: int = Field(
+        ge=0,
+        le=COST_MICROS_MAX,  # the lifecycle contract's bound on cost_micros: a SENT event must be emittable
+        description="Cost of one message in millionths of the currency unit.",
+    )
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code.")
 
 

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from schemas.bounds import ERROR_CODE_MAX_CHARS, ERROR_MESSAGE_MAX_CHARS
 from simulator.model import ERRORS
 
 __all__ = [
@@ -130,7 +131,9 @@ class SendResult:
         return "SENT" if self.accepted else "FAILED"
 
     def error_record(self) -> dict[str, Any] | None:
-        """The contract's ``DeliveryError`` record of a failure (None when accepted).
+        """The contract's ``DeliveryError`` record of a failure (None when accepted). A provider's code
+        and reply are cut to the contract's bounds (schemas/bounds.py): a long reply still makes a
+        FAILED event, not one the emitter refuses.
 
         >>> SendResult("sms-primary", False, None, "throttled", True, 12, "slow down", "429").error_record()
         {'error_class': 'throttled', 'code': '429', 'message': 'slow down', 'retryable': True}
@@ -139,8 +142,8 @@ class SendResult:
             return None
         return {
             "error_class": self.error_class,
-            "code": self.code,
-            "message": self.detail or None,
+            "code": self.code[:ERROR_CODE_MAX_CHARS] if self.code is not None else None,
+            "message": self.detail[:ERROR_MESSAGE_MAX_CHARS] or None,
             "retryable": self.retryable,
         }
 

@@ -3,6 +3,13 @@
 Every record carries the fingerprint of its writer schema (Avro single-object encoding:
 ``C3 01`` + 8-byte little-endian CRC-64-AVRO of the parsing canonical form + binary body), so a
 reader can resolve any historical writer schema against the current reader schema.
+
+Records of the current schema are read by a reader generated from it (schemas/fast_reader.py); the
+others, and every record when the generated reader cannot handle the schema, by fastavro. Both paths
+refuse the same things, with the same messages: an ``int`` or ``long`` varint longer than its type
+allows or outside its type's range is ``DecodeError("malformed")`` naming the field (fastavro reads
+such values silently, so the bytes are walked by :func:`schemas.varints.body_checker` before fastavro
+sees them).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from herald.errors import DecodeError, EmitError
 from schemas.fast_reader import Reader, UnsupportedSchemaError, compile_reader
+from schemas.varints import BodyCheck, VarintError, body_checker
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
@@ -56,17 +64,25 @@ class AvroCodec:
     (True, 'SENT')
     """
 
-    def __init__(self, current: Mapping[str, Any], history: Iterable[Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self, current: Mapping[str, Any], history: Iterable[Mapping[str, Any]] = (), *, generated: bool = True
+    ) -> None:
+        """``generated=False`` reads every record with fastavro (the reference path the tests compare
+        the generated reader with)."""
         self._reader = fastavro.parse_schema(dict(current))
-        self._fast: Reader | None
+        self._fast: Reader | None = None
         try:  # records written with the current schema: a reader generated for it (schemas/fast_reader.py)
-            self._fast = compile_reader(dict(current))
+            self._fast = compile_reader(dict(current)) if generated else None
         except UnsupportedSchemaError:
             self._fast = None
         self.fingerprint = schema_fingerprint(current)
         self._writers: dict[bytes, Any] = {self.fingerprint: self._reader}
+        self._checks: dict[bytes, BodyCheck] = {self.fingerprint: body_checker(current)}
         for old in history:
-            self._writers.setdefault(schema_fingerprint(old), fastavro.parse_schema(dict(old)))
+            old_fingerprint = schema_fingerprint(old)
+            if old_fingerprint not in self._writers:
+                self._writers[old_fingerprint] = fastavro.parse_schema(dict(old))
+                self._checks[old_fingerprint] = body_checker(old)
 
     @classmethod
     def for_contract(cls, name: str, avro_dir: Path = AVRO_DIR) -> AvroCodec:
@@ -101,11 +117,21 @@ class AvroCodec:
         if writer is self._reader and self._fast is not None:
             try:
                 record, end = self._fast(data, HEADER_LEN)
+            except VarintError as exc:  # names the field
+                raise DecodeError("malformed", str(exc)) from exc
             except (IndexError, ValueError, UnicodeDecodeError, OverflowError, struct.error) as exc:
                 raise DecodeError("malformed", f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
             if end != len(data):
                 raise DecodeError("malformed", f"{len(data) - end} trailing bytes after the Avro body")
             return record  # type: ignore[no-any-return]  # a dict: the reader builds records
+        try:  # fastavro reads out-of-range and over-long varints without complaint: walk them first
+            end = self._checks[data[2:HEADER_LEN]](data, HEADER_LEN)
+        except VarintError as exc:
+            raise DecodeError("malformed", str(exc)) from exc
+        except (IndexError, ValueError, UnicodeDecodeError) as exc:
+            raise DecodeError("malformed", f"corrupt Avro body: {type(exc).__name__}: {exc}") from exc
+        if end != len(data):
+            raise DecodeError("malformed", f"{len(data) - end} trailing bytes after the Avro body")
         buf = io.BytesIO(data)
         buf.seek(HEADER_LEN)
         try:

@@ -13,7 +13,9 @@ Each message is built from a valid base event so that exactly one thing is wrong
 - ``unknown_enum``: the contract's fingerprint and body, with the event_type index set to 100
   (the enum has 13 symbols). A positive index is used on purpose: fastavro maps a negative index
   to a symbol from the end (-1 decodes as UNKNOWN) instead of failing.
-- ``oversized``: a valid FAILED event whose provider error message makes it exceed ``max_bytes``.
+- ``oversized``: a FAILED event whose provider error message makes it exceed ``max_bytes``. The
+  size is checked before decoding, so it is dead-lettered as oversized whatever else is wrong; above
+  the contract's bound on error messages (4096 characters) the message breaks that bound too.
 - ``invalid_value``: decodes fine but breaks ``contract_violations`` (empty tenant, UNKNOWN
   event_type, negative latency, in turn).
 
@@ -150,7 +152,8 @@ def unknown_enum(event: dict[str, Any]) -> BadMessage:
 
 
 def oversized(event: dict[str, Any], max_bytes: int) -> BadMessage:
-    """A valid FAILED event bloated past ``max_bytes`` by a provider's full error transcript."""
+    """A FAILED event bloated past ``max_bytes`` by a provider's full error transcript (valid but for
+    its size while the transcript is within the contract's error message bound)."""
     line = "550-5.1.1 provider transcript: the recipient server answered with a very long explanation\n"
     message = (line * (max_bytes // len(line) + 1))[: max_bytes + 1]
     error = {"error_class": "rejected", "code": "554", "message": message, "retryable": False}

@@ -1,7 +1,8 @@
 """The emitter: how services put lifecycle events on the log.
 
-Validates against the contract (Avro types and the semantic rules), encodes with the codec, and
-produces with ``acks=all`` and idempotence on, keyed by notification id. Errors are reported, never
+Validates against the contract (Avro types, the semantic rules and each field's bound, so a service
+learns at emit time of an event ingest would dead-letter), encodes with the codec, and produces
+with ``acks=all`` and idempotence on, keyed by notification id. Errors are reported, never
 swallowed: ``emit`` raises EmitError for a bad event, and delivery failures are collected and
 raised by ``flush``.
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PURE = [
-    *("streams/dedup.py", "streams/ingest.py", "schemas/contract.py", "projections/rows.py"),
-    *("projections/access.py", "projections/lineage.py", "projections/canonical.py", "web/ratelimit.py"),
+    *("streams/dedup.py", "streams/ingest.py", "schemas/contract.py", "schemas/bounds.py"),
+    *("schemas/varints.py", "projections/rows.py", "projections/access.py", "projections/lineage.py"),
+    *("projections/canonical.py", "web/ratelimit.py"),
     *("dispatch/core.py", "providers/base.py", "analytics/monitor.py"),
 ]
 PURE_PACKAGES = ["experiments", "analytics", "policies"]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from herald.errors import DecodeError
+from schemas.bounds import ERROR_MESSAGE_MAX_CHARS
 from schemas.codec import HEADER_LEN, MAGIC, lifecycle_codec
 from schemas.contract import contract_violations
 from simulator.badinput import (
@@ -18,6 +19,7 @@ from simulator.badinput import (
     base_event,
     garbage,
 )
+from streams.ingest import SourceMessage, ingest
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 UNDECODABLE = ("garbage", "wrong_schema", "missing_required_field", "unknown_enum")
@@ -70,11 +72,21 @@ def test_invalid_value_decodes_but_breaks_the_contract(variant: int) -> None:
 
 
 @pytest.mark.parametrize("max_bytes", [512, 65_536, 1_000_000])
-def test_oversized_is_a_valid_event_larger_than_max_bytes(max_bytes: int) -> None:
-    """Only its size is wrong: it decodes and passes the contract."""
+def test_oversized_is_an_event_larger_than_max_bytes_wrong_only_in_its_error_message(max_bytes: int) -> None:
+    """It decodes and is over the limit, which ingest checks first; past the contract's error message
+    bound (a limit of 4096 bytes or more) that message is the only other thing wrong."""
     message = bad_message("oversized", 0, seed=5, max_bytes=max_bytes, occurred_at=NOW)
     assert len(message.value) > max_bytes
-    assert contract_violations(lifecycle_codec().decode(message.value), NOW) == []
+    problems = contract_violations(lifecycle_codec().decode(message.value), NOW)
+    if max_bytes < ERROR_MESSAGE_MAX_CHARS:
+        assert problems == []
+    else:
+        assert problems == [
+            f"error.message: {max_bytes + 1} characters is above 4096 (a reply, not a transcript)"
+        ]
+    result = ingest([SourceMessage("t", 0, 0, message.key, message.value)], lifecycle_codec().decode, {}, {},
+                    NOW, max_bytes)  # fmt: skip
+    assert [dict(d.headers)["herald.error.class"] for d in result.dead_letters] == [b"oversized"]
 
 
 def test_bad_messages_cycle_through_every_kind_deterministically() -> None:

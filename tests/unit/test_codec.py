@@ -177,6 +177,23 @@ def test_a_v1_record_without_sent_at_decodes_with_sent_at_none() -> None:
     assert decoded == {**event, "sent_at": None}
 
 
+def test_an_older_writers_out_of_range_int_is_malformed_naming_the_field() -> None:
+    """A v1 record (read through fastavro) with template_version past the Avro int range is refused
+    like a current one, although fastavro alone would read it as 4294967301."""
+    v1 = AvroCodec(load_schema(AVRO_DIR / "history" / "lifecycle_event.v1.avsc"))
+    event = full_event(template_version=123_456_789)
+    del event["sent_at"]
+    data = v1.encode(event)
+    sentinel = b"\xaa\xb4\xde\x75"  # zig-zag varint of 123456789
+    patched = data.replace(sentinel, b"\x8a\x80\x80\x80\x20")  # 2**32 + 5
+    assert data.count(sentinel) == 1 and len(patched) == len(data) + 1
+    assert lifecycle_codec().decode(data)["template_version"] == 123_456_789
+    with pytest.raises(DecodeError) as err:
+        lifecycle_codec().decode(patched)
+    assert err.value.kind == "malformed"
+    assert err.value.message.startswith("template_version: 4294967301 is outside the Avro int range")
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [

@@ -54,6 +54,16 @@ def test_field_error_names_file_field_path_and_reason(tmp_path: Path) -> None:
     )
 
 
+def test_a_price_above_the_contracts_cost_bound_is_refused(tmp_path: Path) -> None:
+    """A price past 10^12 micros would make SENT events the lifecycle contract refuses at emit time."""
+    data = example_data()
+    data["providers"]["sms"][1]["price_micros"] = 10**12 + 1
+    path = tmp_path / "guardrails.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"providers\.sms\[1\]\.price_micros: Input should be less than"):
+        load_policy(path)
+
+
 def test_unknown_keys_are_rejected_not_ignored(tmp_path: Path) -> None:
     """A typo in a key is an error (extra fields are forbidden everywhere)."""
     data = example_data()

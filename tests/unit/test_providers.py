@@ -4,6 +4,7 @@ message record, and the local runner's configuration."""
 from __future__ import annotations
 
 import doctest
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from providers.local.record import MessageLog
 from providers.local.run import LocalProviders, build, parse_args
 from providers.sms_http import HttpSmsAdapter, classify_http_error
 from providers.smtp import IDEMPOTENCY_HEADER, SmtpAdapter, classify_smtp_error
+from schemas.bounds import ERROR_CODE_MAX_CHARS, ERROR_MESSAGE_MAX_CHARS
+from schemas.contract import contract_violations
 from simulator.model import ERRORS, SEND_TIME_ERRORS
 
 
@@ -178,6 +181,19 @@ def test_result_becomes_a_lifecycle_event() -> None:
         "message": "Service Unavailable",
         "retryable": True,
     }
+
+
+def test_a_long_provider_reply_is_cut_to_the_contracts_bounds() -> None:
+    """A provider's 10,000-character reply and 100-character code still make a FAILED event the
+    contract accepts."""
+    result = SendResult("smtp-primary", False, None, "rejected", False, 12, "5" * 10_000, "x" * 100)
+    error = result.error_record()
+    assert error is not None
+    assert (len(error["message"]), len(error["code"])) == (ERROR_MESSAGE_MAX_CHARS, ERROR_CODE_MAX_CHARS)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    event = {"event_id": "e1", "event_type": "FAILED", "occurred_at": at, "tenant_id": "acme",
+             "notification_id": "n1", "channel": "EMAIL", "error": error}  # fmt: skip
+    assert contract_violations(event, at) == []
 
 
 def test_message_id_is_derived_from_the_idempotency_key() -> None:
