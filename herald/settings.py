@@ -155,7 +155,21 @@ class Settings(BaseSettings):
         300.0, gt=0, le=86_400, description="How often the leading worker snapshots segment membership."
     )
     monitor_interval_s: float = Field(
-        1.0, gt=0, le=60, description="How often the monitor looks for closed minutes."
+        1.0, gt=0, le=60, description="How often the monitor looks for closed minutes and judges ingest."
+    )
+    ingest_stall_s: float = Field(
+        120.0,
+        ge=1,
+        le=86_400,
+        description="Seconds a lifecycle partition may stay behind with no write to the warehouse before "
+        "the monitor raises an ingest stall alert (critical).",
+    )
+    ingest_lag_alert: int = Field(
+        50_000,
+        ge=1,
+        le=10**12,
+        description="Messages behind on one lifecycle partition above which a lag that grew over the last "
+        "5 minutes raises an ingest lag alert (major).",
     )
     public_url: str | None = Field(
         None,

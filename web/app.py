@@ -120,6 +120,15 @@ class _MonitorCollector:
             yield GaugeMetricFamily(
                 "herald_monitor_watermark_seconds", "Event-time watermark", value=s["watermark_ms"] / 1000
             )
+        ingest = (s.get("ingest") or {}).get("partitions", {})  # the leader's verdicts (streams/monitor.py)
+        for verdict in ("stalled", "lagging"):
+            gauge = GaugeMetricFamily(
+                f"herald_ingest_{verdict}", f"1 when the lifecycle partition's ingest is {verdict}",
+                labels=["partition"],
+            )  # fmt: skip
+            for partition, health in sorted(ingest.items(), key=lambda item: int(item[0])):
+                gauge.add_metric([partition], 1 if health["verdict"] == verdict else 0)
+            yield gauge
 
 
 def create_api(
