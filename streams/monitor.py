@@ -20,14 +20,13 @@ first, then to the ``alerts`` table; a checkpoint is written only when both are 
 between the two re-decides the minutes since the checkpoint and emits the same changes again (ids
 are deterministic): at-least-once on the topic, folded to once in the table (ReplacingMergeTree).
 
-Ingest health (wall time: lag and writes happen now): every step the leader reads the warehouse
-sink group's lag per lifecycle partition from Kafka and each partition's newest progress from the
-warehouse, and :func:`analytics.ingest_health.judge_ingest` decides; a stall or a growing lag raises a
-global alert (tenant ``*``, metric ``ingest``) through the same publisher, resolved when ingest moves
-again. Its state is checkpointed on the state topic too, as JSON under its own key (``ingest``), so an
-open ingest alert survives a restart and it does not wait for the series monitor's first closed minute.
-Neither a broker nor a warehouse error stops the monitor: an evaluation without lag is skipped, one
-without the warehouse keeps the progress it remembers (a dead warehouse is exactly what it must see).
+Ingest health (wall time: lag and writes happen now): every step the leader judges ingest
+(:class:`streams.ingest_watch.IngestWatch`: the sink group's lag and each partition's newest write); a
+stall or a growing lag raises a global alert (tenant ``*``, metric ``ingest``) through the same
+publisher, resolved when ingest moves again. Its state is checkpointed on the state topic too, as JSON
+under its own key (``ingest``), after its alerts are on the topic, so an open ingest alert survives a
+restart; it is read back with the series checkpoint, and ingest is judged from then on, without
+waiting for the series monitor's first closed minute. No broker or warehouse error stops the monitor.
 
 The leader also runs the group's periodic jobs (:class:`LeaderJob`, e.g. the experiments' statistics
 and the segment snapshots of streams/experiments.py), so they run once per group, not once per worker.
@@ -51,7 +50,6 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from analytics.alerting import MINUTE_MS, AlertChange, AlertPolicy, SeriesKey, alert_record, sla_alert_record
-from analytics.ingest_health import IngestHealth, IngestHealthConfig, IngestReport, judge_ingest, unproven
 from analytics.monitor import AlertMonitor, MinuteCounts, MonitorConfig
 from herald.settings import Settings
 from policies.loader import LoadedPolicy
@@ -60,6 +58,7 @@ from policies.sla import evaluate_sla, paging_burn, sla_cause
 from projections import queries
 from projections.warehouse import Warehouse
 from streams.alerts import AlertPublisher
+from streams.ingest_watch import INGEST_KEY, LAG_TIMEOUT_S, IngestWatch, dump_ingest, ingest_health_config
 from streams.lag import consumer_lag
 
 log = structlog.get_logger("herald.monitor")
@@ -71,10 +70,6 @@ CHUNK_BYTES = 8 * 1024 * 1024  # well under the state topic's 64 MB message limi
 CHUNK_MINUTES = 240  # minutes read from the warehouse per query when catching up
 CHECKPOINT_EVERY_S = 10.0
 ACTIVE_PARTITION_S = 30.0  # a partition whose newest event was ingested longer ago does not hold minutes
-INGEST_KEY = b"ingest"  # the ingest health's checkpoint on the state topic: its latest value, JSON
-INGEST_FORMAT = b"herald-ingest-v1:"
-INGEST_LAG_TIMEOUT_S = 10.0  # a broker that does not say the lag by then: this evaluation is skipped
-EVENT_PROGRESS_LOOKBACK_MS = 86_400_000  # event time bound of the events fallback (its table is large)
 
 _WATERMARK = """
 SELECT _partition, toUnixTimestamp64Milli(max(occurred_at)), toUnixTimestamp64Milli(max(ingested_at))
@@ -98,21 +93,6 @@ WHERE minute >= toDateTime({start:Int64}, 'UTC') AND minute < toDateTime({end:In
 GROUP BY minute, tenant_id, channel, provider
 ORDER BY minute_ms
 """
-# A partition's progress: the newest ingest_batches marker row, and (for the partitions that marks do
-# not show moving; a batch that refused nothing leaves no marker) the newest event row written.
-_BATCH_PROGRESS = """
-SELECT partition, toUnixTimestamp64Milli(max(written_at))
-FROM ingest_batches
-WHERE topic = {t:String}
-GROUP BY partition
-"""
-_EVENT_PROGRESS = """
-SELECT _partition, toUnixTimestamp64Milli(max(ingested_at))
-FROM events
-WHERE _topic = {t:String} AND _partition IN {parts:Array(UInt16)}
-  AND occurred_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
-GROUP BY _partition
-"""
 
 
 def monitor_config(settings: Settings) -> MonitorConfig:
@@ -123,29 +103,6 @@ def monitor_config(settings: Settings) -> MonitorConfig:
             resolve_after_minutes=settings.alert_resolve_after_minutes,
         ),
     )
-
-
-def ingest_health_config(settings: Settings) -> IngestHealthConfig:
-    return IngestHealthConfig(
-        stall_after_ms=int(settings.ingest_stall_s * 1000), lag_alert=settings.ingest_lag_alert
-    )
-
-
-def dump_ingest(state: IngestHealth) -> bytes:
-    """The ingest health's checkpoint: plain JSON, no pickle."""
-    return INGEST_FORMAT + json.dumps(state.to_dict(), separators=(",", ":")).encode()
-
-
-def load_ingest(value: bytes | None) -> IngestHealth:
-    """The ingest health in a checkpoint; a fresh one when there is none or it is of another format.
-
-    >>> state = load_ingest(dump_ingest(IngestHealth()))
-    >>> state == IngestHealth(), load_ingest(None) == state, load_ingest(b"other") == state
-    (True, True, True)
-    """
-    if not value or not value.startswith(INGEST_FORMAT):
-        return IngestHealth()
-    return IngestHealth.from_dict(json.loads(value[len(INGEST_FORMAT) :]))
 
 
 def dump_state(monitor: AlertMonitor) -> bytes:
@@ -237,8 +194,6 @@ class AlertMonitorService:
         self.warehouse = warehouse
         self.links = links
         self.config = monitor_config(settings)
-        self.ingest_config = ingest_health_config(settings)
-        self._bootstrap = bootstrap
         self._clock = clock
         self._topics = settings.topics
         self._stop = threading.Event()
@@ -280,11 +235,12 @@ class AlertMonitorService:
         self.checkpoint_bytes = 0
         self.steps = 0
         self.last_error: str | None = None
-        self.ingest: IngestHealth | None = None  # None until the state partition is read (then: judge)
-        self.ingest_report: IngestReport | None = None
-        self.ingest_checked_ms: int | None = None
-        self.ingest_error: str | None = None
-        self._ingest_dirty = False
+        topics = self._topics
+        self.ingest = IngestWatch(
+            ingest_health_config(settings),
+            lambda: consumer_lag(bootstrap, topics.sink_group, topics.lifecycle, LAG_TIMEOUT_S),
+            warehouse, topics.lifecycle, (links.dashboard_base, links.runbook_base), clock,
+        )  # fmt: skip
         self._last_ingest_checkpoint = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -318,39 +274,19 @@ class AlertMonitorService:
             "pending": self.alerts.pending,
             "last_error": self.last_error,
             "jobs": {job.name: {**job.status(), "error": self.job_errors.get(job.name)} for job in self.jobs},
-            "ingest": self._ingest_status(),
-        }
-
-    def _ingest_status(self) -> dict[str, Any]:
-        """The last ingest verdicts (overall and per partition), the open ingest alerts, the last error."""
-        report, state = self.ingest_report, self.ingest
-        return {
-            "verdict": report.verdict if report else None,
-            "checked_at": _iso(self.ingest_checked_ms),
-            "partitions": {
-                str(p.partition): {
-                    "verdict": p.verdict,
-                    "lag": p.lag,
-                    "growth": p.growth,
-                    "idle_s": p.idle_ms / 1000,
-                    "last_progress": _iso(p.last_progress_ms),
-                }
-                for p in (report.partitions if report else ())
-            },
-            "open": sorted(state.open) if state else [],
-            "error": self.ingest_error,
+            "ingest": self.ingest.status(),
         }
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions:
             self.leading, self.monitor, self._seen_offset, self._restored = True, None, -1, {}
-            self.ingest, self.ingest_report = None, None
+            self.ingest.forget()
             log.info("monitor.leading", worker=self.settings.worker_name)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions and self.leading:
             self.leading, self.monitor = False, None
-            self.ingest, self.ingest_report = None, None
+            self.ingest.forget()
             log.info("monitor.not_leading", worker=self.settings.worker_name)
 
     # -- loop -----------------------------------------------------------------------------------
@@ -387,7 +323,7 @@ class AlertMonitorService:
                 job.close()
             if self.leading and self.monitor is not None and not self.alerts.unsent:
                 self._checkpoint(force=True)
-            if self.leading and self.ingest is not None and not self.alerts.unsent:
+            if self.leading and not self.alerts.unsent:
                 self._checkpoint_ingest(force=True)
             self._producer.flush(10)
             self.alerts.close()
@@ -414,9 +350,8 @@ class AlertMonitorService:
         low, high = self._consumer.get_watermark_offsets(partition, timeout=10)
         if high > low and self._seen_offset < high - 1:
             return False  # still reading
-        if self.ingest is None:
-            self.ingest = load_ingest(self._restored.get(INGEST_KEY))
-            log.info("monitor.ingest_restored", open=sorted(self.ingest.open))
+        if self.ingest.state is None:
+            self.ingest.restore(self._restored.get(INGEST_KEY))
         blob = assemble(self._restored)
         self._chunk_keys = [k for k in self._restored if k.startswith(b"monitor/")]
         self.monitor = load_state(blob) if blob else None
@@ -571,40 +506,14 @@ class AlertMonitorService:
         try:
             self.check_ingest()
         except Exception as exc:  # publishing failed: the records stay queued and go out next time
-            self.ingest_error = f"{type(exc).__name__}: {exc}"
-            log.warning("monitor.ingest_check_failed", error=self.ingest_error)
+            self.ingest.error = f"{type(exc).__name__}: {exc}"
+            log.warning("monitor.ingest_check_failed", error=self.ingest.error)
 
     def check_ingest(self) -> list[dict[str, Any]]:
-        """Judge ingest now: the sink group's lag (Kafka) and each partition's newest progress (the
-        warehouse) into :func:`judge_ingest`; publish the ingest alerts it opens or resolves. Returns
-        their records. Without the lag nothing is judged; without the warehouse the remembered progress
-        holds."""
-        state = self.ingest
-        if state is None or not self.leading:
-            return []  # not leading, or the checkpoint is not read yet (it may hold an open alert)
-        topics = self._topics
-        try:
-            lag = consumer_lag(self._bootstrap, topics.sink_group, topics.lifecycle, INGEST_LAG_TIMEOUT_S)
-        except Exception as exc:  # KafkaUnavailableError, KafkaException: no lag, no verdict this time
-            self.ingest_error = f"lag: {type(exc).__name__}: {exc}"
-            log.warning("monitor.ingest_lag_failed", error=self.ingest_error)
+        """Judge ingest now and publish the ingest alerts it opens or resolves; returns their records."""
+        if not self.leading:
             return []
-        now_ms = int(self._clock() * 1000)
-        progress, error = self._ingest_progress(state, lag, now_ms)
-        report = judge_ingest(state, self.ingest_config, lag, progress, now_ms)
-        self.ingest, self.ingest_report, self.ingest_checked_ms = report.state, report, now_ms
-        self.ingest_error, self._ingest_dirty = error, True
-        records = [
-            alert_record(
-                change, self.links.dashboard_base, self.links.runbook_base, self.ingest_config.version
-            )
-            for change in report.changes
-        ]
-        for change in report.changes:
-            log.warning(
-                "monitor.ingest", status=change.status, kind=change.kind, alert_id=change.alert_id,
-                severity=change.severity, detail=change.detail,
-            )  # fmt: skip
+        records = self.ingest.check()
         try:
             if records:
                 self.alerts.add(records)
@@ -614,43 +523,23 @@ class AlertMonitorService:
             self._checkpoint_ingest(force=bool(records))
         return records
 
-    def _ingest_progress(
-        self, state: IngestHealth, lag: dict[int, int], now_ms: int
-    ) -> tuple[dict[int, int], str | None]:
-        """Newest progress time per partition the warehouse shows, and the error that kept it from
-        answering (then only what it answered before the error)."""
-        topic = self._topics.lifecycle
-        progress: dict[int, int] = {}
-        try:
-            for p, at in self.warehouse.rows(_BATCH_PROGRESS, {"t": topic}):
-                progress[int(p)] = int(at)
-            # The events table is large: read it only for partitions the markers do not show moving,
-            # within a day of event time (events are expected roughly in occurred_at order).
-            doubtful = unproven(state, self.ingest_config, lag, progress, now_ms)
-            if doubtful:
-                since = now_ms - EVENT_PROGRESS_LOOKBACK_MS
-                params = {"t": topic, "parts": doubtful, "since": since}
-                for p, at in self.warehouse.rows(_EVENT_PROGRESS, params):
-                    progress[int(p)] = max(progress.get(int(p), 0), int(at))
-        except Exception as exc:  # the warehouse may be the very thing that stopped ingest
-            log.warning("monitor.ingest_progress_failed", error=str(exc)[:500])
-            return progress, f"progress: {type(exc).__name__}: {exc}"
-        return progress, None
-
     def _checkpoint_ingest(self, force: bool = False) -> None:
         """The ingest health under its own key of the state topic, once its alerts are on the topic."""
-        if self.ingest is None or not self._ingest_dirty or not self.leading or self.alerts.unsent:
+        state = self.ingest.state
+        if state is None or not self.ingest.dirty or not self.leading or self.alerts.unsent:
             return
         now = self._clock()
         if not force and now - self._last_ingest_checkpoint < CHECKPOINT_EVERY_S:
             return
         self._delivery_errors.clear()
         self._producer.produce(
-            self._topics.monitor_state, key=INGEST_KEY, value=dump_ingest(self.ingest),
+            self._topics.monitor_state,
+            key=INGEST_KEY,
+            value=dump_ingest(state),
             on_delivery=self._on_delivery,
-        )  # fmt: skip
+        )
         if self._producer.flush(30) == 0 and not self._delivery_errors:
-            self._last_ingest_checkpoint, self._ingest_dirty = now, False
+            self._last_ingest_checkpoint, self.ingest.dirty = now, False
 
     # -- publishing -----------------------------------------------------------------------------
     def _queue(self, changes: list[AlertChange]) -> None:

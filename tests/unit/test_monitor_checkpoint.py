@@ -9,8 +9,9 @@ import doctest
 import pytest
 
 from analytics.ingest_health import IngestHealth, PartitionState
-from streams import monitor
-from streams.monitor import INGEST_KEY, STATE_KEY, assemble, checkpoint_messages, dump_ingest, load_ingest
+from streams import ingest_watch, monitor
+from streams.ingest_watch import INGEST_KEY, dump_ingest, load_ingest
+from streams.monitor import STATE_KEY, assemble, checkpoint_messages
 
 
 @pytest.fixture(autouse=True)
@@ -58,6 +59,7 @@ def test_the_ingest_checkpoint_is_json_beside_the_monitor_checkpoint() -> None:
     assert assemble(values) == b"abc"
 
 
-def test_module_doctests_pass() -> None:
-    """streams/monitor.py's examples (chunked checkpoints, the ingest checkpoint) run as documented."""
-    assert doctest.testmod(monitor).failed == 0
+@pytest.mark.parametrize("module", [monitor, ingest_watch])
+def test_module_doctests_pass(module: object) -> None:
+    """The examples of the checkpoints (chunked, and the ingest one) run as documented."""
+    assert doctest.testmod(module).failed == 0

@@ -14,8 +14,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from herald.errors import KafkaUnavailableError, WarehouseError
 from herald.settings import load_settings
-from streams import monitor
-from streams.monitor import INGEST_KEY, AlertLinks, AlertMonitorService, load_ingest
+from streams import ingest_watch, monitor
+from streams.ingest_watch import INGEST_KEY, load_ingest
+from streams.monitor import AlertLinks, AlertMonitorService
 from web.app import _MonitorCollector
 
 
@@ -69,9 +70,32 @@ class FakeProducer:
         return 0
 
 
+class FakeMessage:
+    def __init__(self, offset: int, key: bytes, value: bytes) -> None:
+        self._offset, self._key, self._value = offset, key, value
+
+    def error(self) -> None:
+        return None
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+
 class FakeConsumer:
+    def __init__(self) -> None:
+        self.messages: list[FakeMessage] = []
+
     def get_watermark_offsets(self, *_: Any, **__: Any) -> tuple[int, int]:
         return 0, 0  # an empty state partition: read to its end at once
+
+    def poll(self, _timeout: float = 0) -> FakeMessage | None:
+        return self.messages.pop(0) if self.messages else None
 
     def close(self) -> None:
         pass
@@ -97,7 +121,8 @@ class Fixture:
         links = AlertLinks("http://herald:8740", "http://herald:8740/dashboard/")
         warehouse: Any = self.warehouse  # answers rows() as a Warehouse does
         service = AlertMonitorService(settings, "", warehouse, links, clock=lambda: self.now)
-        fakes: Any = (self.producer, self.publisher, FakeConsumer())
+        self.consumer = FakeConsumer()
+        fakes: Any = (self.producer, self.publisher, self.consumer)
         service._producer, service.alerts, service._consumer = fakes
         service.leading, service._restored = True, dict(restored or {})
         service._restore()
@@ -112,7 +137,7 @@ def fx(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fixture]:
 def test_nothing_is_judged_before_the_state_partition_is_read(fx: Fixture) -> None:
     """A leader that has not read its checkpoint yet does not judge: it could re-open a known alert."""
     service = fx.service()
-    service.ingest = None
+    service.ingest.forget()
     fx.lag = {0: 10}
     assert service.check_ingest() == [] and service.status()["ingest"]["verdict"] is None
 
@@ -170,7 +195,7 @@ def test_the_events_fallback_is_read_only_for_partitions_the_markers_do_not_show
     fx.lag = {0: 5, 1: 5, 2: 0}
     service.check_ingest()
     assert [q["parts"] for q in fx.warehouse.event_queries] == [[1]]
-    assert fx.warehouse.event_queries[0]["since"] == 1_000_000 - monitor.EVENT_PROGRESS_LOOKBACK_MS
+    assert fx.warehouse.event_queries[0]["since"] == 1_000_000 - ingest_watch.EVENT_PROGRESS_LOOKBACK_MS
     partitions = service.status()["ingest"]["partitions"]
     assert partitions["1"]["last_progress"].startswith("1970-01-01T00:16:39")
 

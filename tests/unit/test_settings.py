@@ -8,7 +8,7 @@ import pytest
 
 from herald.errors import ConfigError
 from herald.settings import load_settings, mask_dsn
-from streams.monitor import ingest_health_config
+from streams.ingest_watch import ingest_health_config
 
 
 def test_defaults_put_all_state_under_the_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
