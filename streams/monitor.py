@@ -294,14 +294,7 @@ class AlertMonitorService:
         next_step = 0.0
         try:
             while not self._stop.is_set():
-                message = self._consumer.poll(0.2)
-                if message is not None and message.error() is None and self.leading and self.monitor is None:
-                    self._seen_offset = message.offset() or 0  # reading the checkpoints up to the end
-                    key, value = message.key() or b"", message.value()
-                    if value:
-                        self._restored[key] = value
-                    else:  # a tombstone: an older checkpoint's chunk
-                        self._restored.pop(key, None)
+                self._poll(0.2)
                 if not self.leading or self._clock() < next_step:
                     continue
                 next_step = self._clock() + self.settings.monitor_interval_s
@@ -329,6 +322,20 @@ class AlertMonitorService:
             self.alerts.close()
             self._consumer.close()
 
+    def _poll(self, timeout: float) -> None:
+        """Poll the state partition (which also keeps this worker in the group). Every poll goes
+        through here: while restoring, a message a poll returns is part of the checkpoint being read,
+        and one dropped would leave the read short of the partition's end, or the checkpoint without a
+        chunk."""
+        message = self._consumer.poll(timeout)
+        if message is not None and message.error() is None and self.leading and self.monitor is None:
+            self._seen_offset = message.offset() or 0  # reading the checkpoints up to the end
+            key, value = message.key() or b"", message.value()
+            if value:
+                self._restored[key] = value
+            else:  # a tombstone: an older checkpoint's chunk
+                self._restored.pop(key, None)
+
     def _run_jobs(self) -> None:
         """The leader's periodic jobs that are due; one failing does not stop the others."""
         for job in self.jobs:
@@ -341,7 +348,7 @@ class AlertMonitorService:
             except Exception as exc:  # retried on the job's next turn
                 self.job_errors[job.name] = f"{type(exc).__name__}: {exc}"
                 log.warning("monitor.job_failed", job=job.name, error=self.job_errors[job.name])
-            self._consumer.poll(0)
+            self._poll(0)
 
     def _restore(self) -> bool:
         """Resume from the newest checkpoint once the state partition is read to its end (the
@@ -398,7 +405,7 @@ class AlertMonitorService:
                 changes.extend(decided)
                 self._queue(decided)
                 self.alerts.flush()
-            self._consumer.poll(0)  # stay in the group while catching up a long history
+            self._poll(0)  # stay in the group while catching up a long history
         self._checkpoint(force=bool(changes))  # a restart must know the alerts it already raised
         return changes
 

@@ -1,8 +1,8 @@
 """The monitor's ingest wiring with the broker, the warehouse and the alert publisher replaced by
 values (its Kafka clients get no bootstrap and never connect): errors skip or degrade an evaluation
 but never raise, a stall is raised through the alert publisher and checkpointed as JSON under its own
-key, a restarted leader resolves the alert its predecessor opened, and the verdicts reach /health's
-status and /metrics."""
+key, a restarted leader resolves the alert its predecessor opened, a poll between the leader's jobs does not
+lose a state message, and the verdicts reach /health's status and /metrics."""
 
 from __future__ import annotations
 
@@ -186,6 +186,22 @@ def test_a_restarted_leader_resolves_the_stall_its_predecessor_opened(fx: Fixtur
     (resolved,) = second.check_ingest()
     assert (resolved["status"], resolved["alert_id"]) == ("RESOLVED", opened["alert_id"])
     assert load_ingest(fx.producer.values[INGEST_KEY]).open == {}
+
+
+def test_a_state_message_polled_between_the_leaders_jobs_is_kept_while_restoring(fx: Fixture) -> None:
+    """The leader's jobs poll to stay in the group; what that poll returns is not lost to the restore."""
+
+    class Job:
+        name, interval_s = "tick", 10.0
+
+        def run(self) -> int:
+            return 0
+
+    service = fx.service()
+    service.jobs, service._job_due = (Job(),), {"tick": 0.0}  # type: ignore[assignment]
+    fx.consumer.messages.append(FakeMessage(7, INGEST_KEY, b"herald-ingest-v1:{}"))
+    service._run_jobs()
+    assert service._seen_offset == 7 and service._restored == {INGEST_KEY: b"herald-ingest-v1:{}"}
 
 
 def test_the_events_fallback_is_read_only_for_partitions_the_markers_do_not_show_moving(fx: Fixture) -> None:
