@@ -178,11 +178,15 @@ def alert_record(
     change: AlertChange, dashboard_base: str, runbook_base: str, policy_version: str | None = None
 ) -> dict[str, Any]:
     """The alerts-topic record (schemas/avro/alert_event.avsc) of a change, with its two links."""
+    series = {
+        "tenant": change.series.tenant_id,
+        "channel": change.series.channel,
+        "provider": change.series.provider,
+    }
+    # A global alert (tenant "*", e.g. ingest) preselects nothing: the dashboard opens on its default.
     query = urlencode(
         {
-            "tenant": change.series.tenant_id,
-            "channel": change.series.channel,
-            "provider": change.series.provider,
+            **{k: v for k, v in series.items() if v and v != "*"},
             "range": "6h",  # the minutes before the alert, at minute resolution
         }
     )

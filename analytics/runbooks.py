@@ -54,7 +54,8 @@ RUNBOOKS: dict[str, str] = {
     "budget.exhausted": f"{_BUDGETS}#budget-exhausted",  # a tenant or campaign budget paused at 100 %
     "ingest.dead_letters": f"{_INGEST}#dead-letters-growing",
     "ingest.duplicates": f"{_INGEST}#duplicates-growing",
-    "ingest.lag": f"{_INGEST}#ingest-lag",
+    "ingest.lag": f"{_INGEST}#ingest-lag",  # the sink falls behind and the gap grows
+    "ingest.stall": f"{_INGEST}#ingest-stalled",  # the sink is behind and writes nothing
 }
 
 

@@ -61,13 +61,6 @@ class Settings(BaseSettings):
         description="Fault injection for the chaos suite and crash tests (herald/faults.py); empty in "
         "production.",
     )
-    ingest_stall_s: float = Field(
-        60.0,
-        ge=1,
-        le=3600,
-        description="Seconds ingest may retry one stage (warehouse or broker unavailable) before /health "
-        "says degraded.",
-    )
     session_timeout_s: float = Field(
         10.0, ge=6, le=300, description="Consumer group session: how soon a dead worker's partitions move."
     )
@@ -168,7 +161,22 @@ class Settings(BaseSettings):
         300.0, gt=0, le=86_400, description="How often the leading worker snapshots segment membership."
     )
     monitor_interval_s: float = Field(
-        1.0, gt=0, le=60, description="How often the monitor looks for closed minutes."
+        1.0, gt=0, le=60, description="How often the monitor looks for closed minutes and judges ingest."
+    )
+    ingest_stall_s: float = Field(
+        60.0,
+        ge=1,
+        le=86_400,
+        description="Seconds ingest may make no progress before it counts as stalled: a worker retrying "
+        "one stage that long says degraded on /health, and a lifecycle partition behind with no write "
+        "to the warehouse that long raises the monitor's ingest stall alert (critical).",
+    )
+    ingest_lag_alert: int = Field(
+        50_000,
+        ge=1,
+        le=10**12,
+        description="Messages behind on one lifecycle partition above which a lag that grew over the last "
+        "5 minutes raises an ingest lag alert (major).",
     )
     public_url: str | None = Field(
         None,

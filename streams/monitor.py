@@ -23,6 +23,14 @@ first, then to the ``alerts`` table; a checkpoint is written only when both are 
 between the two re-decides the minutes since the checkpoint and emits the same changes again (ids
 are deterministic): at-least-once on the topic, folded to once in the table (ReplacingMergeTree).
 
+Ingest health (wall time: lag and writes happen now): every step the leader judges ingest
+(:class:`streams.ingest_watch.IngestWatch`: the sink group's lag and each partition's newest write); a
+stall or a growing lag raises a global alert (tenant ``*``, metric ``ingest``) through the same
+publisher, resolved when ingest moves again. Its state is checkpointed on the state topic too, as JSON
+under its own key (``ingest``), after its alerts are on the topic, so an open ingest alert survives a
+restart; it is read back with the series checkpoint, and ingest is judged from then on, without
+waiting for the series monitor's first closed minute. No broker or warehouse error stops the monitor.
+
 The leader also runs the group's periodic jobs (:class:`LeaderJob`, e.g. the experiments' statistics
 and the segment snapshots of streams/experiments.py), so they run once per group, not once per worker.
 """
@@ -53,6 +61,8 @@ from policies.sla import evaluate_sla, paging_burn, sla_cause
 from projections import queries
 from projections.warehouse import Warehouse
 from streams.alerts import AlertPublisher
+from streams.ingest_watch import INGEST_KEY, LAG_TIMEOUT_S, IngestWatch, dump_ingest, ingest_health_config
+from streams.lag import consumer_lag
 
 log = structlog.get_logger("herald.monitor")
 
@@ -228,6 +238,13 @@ class AlertMonitorService:
         self.checkpoint_bytes = 0
         self.steps = 0
         self.last_error: str | None = None
+        topics = self._topics
+        self.ingest = IngestWatch(
+            ingest_health_config(settings),
+            lambda: consumer_lag(bootstrap, topics.sink_group, topics.lifecycle, LAG_TIMEOUT_S),
+            warehouse, topics.lifecycle, (links.dashboard_base, links.runbook_base), clock,
+        )  # fmt: skip
+        self._last_ingest_checkpoint = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -260,16 +277,19 @@ class AlertMonitorService:
             "pending": self.alerts.pending,
             "last_error": self.last_error,
             "jobs": {job.name: {**job.status(), "error": self.job_errors.get(job.name)} for job in self.jobs},
+            "ingest": self.ingest.status(),
         }
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions:
             self.leading, self.monitor, self._seen_offset, self._restored = True, None, -1, {}
+            self.ingest.forget()
             log.info("monitor.leading", worker=self.settings.worker_name)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if partitions and self.leading:
             self.leading, self.monitor = False, None
+            self.ingest.forget()
             log.info("monitor.not_leading", worker=self.settings.worker_name)
 
     # -- loop -----------------------------------------------------------------------------------
@@ -277,38 +297,47 @@ class AlertMonitorService:
         next_step = 0.0
         try:
             while not self._stop.is_set():
-                message = self._consumer.poll(0.2)
-                if message is not None and message.error() is None and self.leading and self.monitor is None:
-                    self._seen_offset = message.offset() or 0  # reading the checkpoints up to the end
-                    key, value = message.key() or b"", message.value()
-                    if value:
-                        self._restored[key] = value
-                    else:  # a tombstone: an older checkpoint's chunk
-                        self._restored.pop(key, None)
+                self._poll(0.2)
                 if not self.leading or self._clock() < next_step:
                     continue
                 next_step = self._clock() + self.settings.monitor_interval_s
-                if self.monitor is None and not self._restore():
-                    self._run_jobs()  # the group's jobs do not wait for traffic to judge
-                    continue
                 try:
-                    self.step()
-                    if self.policy is not None and self._clock() >= self._next_sla_check:
-                        self._next_sla_check = self._clock() + self.settings.sla_check_s
-                        self.check_slas()
+                    # The group's jobs and ingest health do not wait for traffic to judge.
+                    if self.monitor is not None or self._restore():
+                        self.step()
+                        if self.policy is not None and self._clock() >= self._next_sla_check:
+                            self._next_sla_check = self._clock() + self.settings.sla_check_s
+                            self.check_slas()
                     self.last_error = None
                 except Exception as exc:  # the warehouse or broker may be briefly away: retry next step
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("monitor.step_failed", error=self.last_error)
+                self._guarded_ingest_check()
                 self._run_jobs()
         finally:
             for job in self.jobs:
                 job.close()
             if self.leading and self.monitor is not None and not self.alerts.unsent:
                 self._checkpoint(force=True)
+            if self.leading and not self.alerts.unsent:
+                self._checkpoint_ingest(force=True)
             self._producer.flush(10)
             self.alerts.close()
             self._consumer.close()
+
+    def _poll(self, timeout: float) -> None:
+        """Poll the state partition (which also keeps this worker in the group). Every poll goes
+        through here: while restoring, a message a poll returns is part of the checkpoint being read,
+        and one dropped would leave the read short of the partition's end, or the checkpoint without a
+        chunk."""
+        message = self._consumer.poll(timeout)
+        if message is not None and message.error() is None and self.leading and self.monitor is None:
+            self._seen_offset = message.offset() or 0  # reading the checkpoints up to the end
+            key, value = message.key() or b"", message.value()
+            if value:
+                self._restored[key] = value
+            else:  # a tombstone: an older checkpoint's chunk
+                self._restored.pop(key, None)
 
     def _run_jobs(self) -> None:
         """The leader's periodic jobs that are due; one failing does not stop the others."""
@@ -322,7 +351,7 @@ class AlertMonitorService:
             except Exception as exc:  # retried on the job's next turn
                 self.job_errors[job.name] = f"{type(exc).__name__}: {exc}"
                 log.warning("monitor.job_failed", job=job.name, error=self.job_errors[job.name])
-            self._consumer.poll(0)
+            self._poll(0)
 
     def _restore(self) -> bool:
         """Resume from the newest checkpoint once the state partition is read to its end (the
@@ -331,6 +360,8 @@ class AlertMonitorService:
         low, high = self._consumer.get_watermark_offsets(partition, timeout=10)
         if high > low and self._seen_offset < high - 1:
             return False  # still reading
+        if self.ingest.state is None:
+            self.ingest.restore(self._restored.get(INGEST_KEY))
         blob = assemble(self._restored)
         self._chunk_keys = [k for k in self._restored if k.startswith(b"monitor/")]
         self.monitor = load_state(blob) if blob else None
@@ -377,7 +408,7 @@ class AlertMonitorService:
                 changes.extend(decided)
                 self._queue(decided)
                 self.alerts.flush()
-            self._consumer.poll(0)  # stay in the group while catching up a long history
+            self._poll(0)  # stay in the group while catching up a long history
         self._checkpoint(force=bool(changes))  # a restart must know the alerts it already raised
         return changes
 
@@ -477,6 +508,48 @@ class AlertMonitorService:
                 detail=detail, **common,
             )  # fmt: skip
         return None
+
+    # -- ingest health --------------------------------------------------------------------------
+    def _guarded_ingest_check(self) -> None:
+        """:meth:`check_ingest`, whose every failure is logged and shown, never raised: a monitor that
+        stopped on a broker or warehouse error could not say that ingest stopped for that reason."""
+        try:
+            self.check_ingest()
+        except Exception as exc:  # publishing failed: the records stay queued and go out next time
+            self.ingest.error = f"{type(exc).__name__}: {exc}"
+            log.warning("monitor.ingest_check_failed", error=self.ingest.error)
+
+    def check_ingest(self) -> list[dict[str, Any]]:
+        """Judge ingest now and publish the ingest alerts it opens or resolves; returns their records."""
+        if not self.leading:
+            return []
+        records = self.ingest.check()
+        try:
+            if records:
+                self.alerts.add(records)
+                self.alerts.flush()  # raises when the topic or the table refuses (kept queued, retried)
+        finally:
+            # A restart must know the alerts already raised; a no-op while they are not on the topic.
+            self._checkpoint_ingest(force=bool(records))
+        return records
+
+    def _checkpoint_ingest(self, force: bool = False) -> None:
+        """The ingest health under its own key of the state topic, once its alerts are on the topic."""
+        state = self.ingest.state
+        if state is None or not self.ingest.dirty or not self.leading or self.alerts.unsent:
+            return
+        now = self._clock()
+        if not force and now - self._last_ingest_checkpoint < CHECKPOINT_EVERY_S:
+            return
+        self._delivery_errors.clear()
+        self._producer.produce(
+            self._topics.monitor_state,
+            key=INGEST_KEY,
+            value=dump_ingest(state),
+            on_delivery=self._on_delivery,
+        )
+        if self._producer.flush(30) == 0 and not self._delivery_errors:
+            self._last_ingest_checkpoint, self.ingest.dirty = now, False
 
     # -- publishing -----------------------------------------------------------------------------
     def _queue(self, changes: list[AlertChange]) -> None:

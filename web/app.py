@@ -142,6 +142,8 @@ class _MonitorCollector:
 
     def collect(self) -> Any:
         s = self._status()
+        if "leader" not in s:  # the monitor is switched off in this worker (HERALD_ALERTS_ENABLED=false)
+            return
         yield GaugeMetricFamily("herald_monitor_leader", "1 when this worker leads the alert monitor",
                                 value=1 if s["leader"] else 0)  # fmt: skip
         yield GaugeMetricFamily("herald_monitor_open_alerts", "Alerts open now", value=s["open_alerts"])
@@ -153,6 +155,15 @@ class _MonitorCollector:
             yield GaugeMetricFamily(
                 "herald_monitor_watermark_seconds", "Event-time watermark", value=s["watermark_ms"] / 1000
             )
+        ingest = (s.get("ingest") or {}).get("partitions", {})  # the leader's verdicts (streams/monitor.py)
+        for verdict in ("stalled", "lagging"):
+            gauge = GaugeMetricFamily(
+                f"herald_ingest_{verdict}", f"1 when the lifecycle partition's ingest is {verdict}",
+                labels=["partition"],
+            )  # fmt: skip
+            for partition, health in sorted(ingest.items(), key=lambda item: int(item[0])):
+                gauge.add_metric([partition], 1 if health["verdict"] == verdict else 0)
+            yield gauge
 
 
 def create_api(

@@ -1,11 +1,16 @@
 """Chunked monitor checkpoints: any size round-trips through the compacted topic's latest values;
-a manifest whose chunks are missing or altered gives no checkpoint rather than a wrong one."""
+a manifest whose chunks are missing or altered gives no checkpoint rather than a wrong one. The
+ingest health's JSON checkpoint beside them leaves them alone."""
 
 from __future__ import annotations
 
+import doctest
+
 import pytest
 
-from streams import monitor
+from analytics.ingest_health import IngestHealth, PartitionState
+from streams import ingest_watch, monitor
+from streams.ingest_watch import INGEST_KEY, dump_ingest, load_ingest
 from streams.monitor import STATE_KEY, assemble, checkpoint_messages
 
 
@@ -43,3 +48,18 @@ def test_missing_or_altered_chunks_give_no_checkpoint() -> None:
 def test_a_checkpoint_from_before_chunking_still_loads() -> None:
     assert assemble({STATE_KEY: b"herald-monitor-v1:legacy"}) == b"herald-monitor-v1:legacy"
     assert assemble({}) is None
+
+
+def test_the_ingest_checkpoint_is_json_beside_the_monitor_checkpoint() -> None:
+    """The ingest state round-trips under its own key, which assembling the monitor's ignores."""
+    state = IngestHealth({0: PartitionState(1_000, 2_000, ((2_000, 5),))})
+    value = dump_ingest(state)
+    assert value.startswith(b"herald-ingest-v1:{") and load_ingest(value) == state
+    values = latest(checkpoint_messages(b"abc", "3"), [(INGEST_KEY, value)])
+    assert assemble(values) == b"abc"
+
+
+@pytest.mark.parametrize("module", [monitor, ingest_watch])
+def test_module_doctests_pass(module: object) -> None:
+    """The examples of the checkpoints (chunked, and the ingest one) run as documented."""
+    assert doctest.testmod(module).failed == 0

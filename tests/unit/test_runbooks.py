@@ -18,7 +18,7 @@ from web.dashboard import PANEL_RUNBOOKS, heading_anchor, panel_runbook_url
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_CONDITIONS = ("error_rate_high", "latency_high", "throughput_drop")
-INGEST_CONDITIONS = ("dead_letters", "duplicates", "lag")
+INGEST_CONDITIONS = ("dead_letters", "duplicates", "lag", "stall")
 
 
 def github_anchors(markdown: str) -> set[str]:

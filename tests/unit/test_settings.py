@@ -8,6 +8,7 @@ import pytest
 
 from herald.errors import ConfigError
 from herald.settings import load_settings, mask_dsn
+from streams.ingest_watch import ingest_health_config
 
 
 def test_defaults_put_all_state_under_the_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -68,3 +69,16 @@ def test_api_rate_limits_out_of_bounds_are_refused(monkeypatch: pytest.MonkeyPat
     message = str(err.value)
     assert "HERALD_API_RATE_PER_S" in message and "HERALD_API_RATE_BURST" in message
     assert "HERALD_API_SQL_CONCURRENCY_PER_KEY" in message
+
+
+def test_ingest_alerts_default_to_a_120_s_stall_and_a_50k_lag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ingest alert thresholds have defaults, reach the monitor's rules, and refuse zero."""
+    s = load_settings()
+    assert (s.ingest_stall_s, s.ingest_lag_alert) == (120.0, 50_000)
+    config = ingest_health_config(load_settings(ingest_stall_s=3, ingest_lag_alert=10))
+    assert (config.stall_after_ms, config.lag_alert) == (3_000, 10)
+    monkeypatch.setenv("HERALD_INGEST_STALL_S", "0")
+    monkeypatch.setenv("HERALD_INGEST_LAG_ALERT", "0")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "HERALD_INGEST_STALL_S" in str(err.value) and "HERALD_INGEST_LAG_ALERT" in str(err.value)
