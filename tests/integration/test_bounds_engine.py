@@ -20,7 +20,7 @@ from schemas.contract import contract_violations
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-LINEAGE = {"ingested_at", "_topic", "_partition", "_offset"}  # Herald's own, not the contract's
+LINEAGE = {"ingested_at", "_topic", "_partition", "_offset", "_log_time"}  # Herald's own, not the contract's
 PATTERNS_AND_ENUMS = {"event_id", "notification_id", "tenant_id", "event_type", "channel", "recipient_kind"}
 
 
