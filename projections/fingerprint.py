@@ -12,10 +12,11 @@ Columns and tables that honestly differ between a live run and a replay of the s
 
 - ``events.ingested_at`` is the wall-clock time of the write, so it is left out of the hash
   (``excluded``; should it become the message's log timestamp, drop it from ``EXCLUDED``).
-- ``ingest_batches`` has a row per written batch that refused something, and batches are cut
-  where the consumer's polls happened to end: the live worker's are not the replay's. Its fingerprint
-  is what the batching cannot change, the dead letters and duplicates per topic and partition
-  (``regrouped``, and its batch boundaries, row counts, worker and write time ``excluded``).
+- ``ingest_batches`` has a row per partition per applied batch, and batches are cut where the
+  consumer's polls happened to end: the live worker's are not the replay's. Its fingerprint is what
+  the batching cannot change, the dead letters and duplicates per topic and partition
+  (``regrouped``, and its batch boundaries, row counts, newest times, worker and write time
+  ``excluded``).
 - t-digest sketches depend on the order their parts were merged in: they are hashed as their exact
   count and their quantiles rounded to ``digest_digits`` significant digits (see canonical.py for what
   that precision covers, and for picks such as ``anyLast``).
@@ -39,7 +40,15 @@ from projections.warehouse import Warehouse
 
 EXCLUDED: Mapping[str, Collection[str]] = {
     "events": ("ingested_at",),
-    "ingest_batches": ("first_offset", "last_offset", "rows", "worker", "written_at"),
+    "ingest_batches": (
+        "first_offset",
+        "last_offset",
+        "rows",
+        "worker",
+        "written_at",
+        "max_occurred_at",
+        "max_log_time",
+    ),
 }
 REGROUPED: Mapping[str, Sequence[str]] = {"ingest_batches": ("topic", "partition")}
 

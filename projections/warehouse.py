@@ -125,6 +125,7 @@ class _Lane:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.lock = threading.Lock()
+        self.retired = False  # its warehouse moved (Warehouse._follow): closed once given back
         self.insert_contexts: dict[tuple[str, tuple[str, ...]], Any] = {}
 
 
@@ -156,8 +157,11 @@ class Warehouse:
         try:
             self._write = _Lane(self._open_owner())
             self._reads: queue.Queue[_Lane] = queue.Queue()
-            for _ in range(self._read_lanes):
-                self._reads.put(_Lane(self.session(readonly=2, settings=OWN_WORK)))
+            self._all_read_lanes = [
+                _Lane(self.session(readonly=2, settings=OWN_WORK)) for _ in range(self._read_lanes)
+            ]
+            for lane in self._all_read_lanes:
+                self._reads.put(lane)
             self._share: _Lane | None = None
             self._probe: _Lane | None = None
             self._probe_guard = threading.Lock()
@@ -342,7 +346,10 @@ class Warehouse:
             with lane.lock:
                 yield lane
         finally:
-            self._reads.put(lane)
+            if lane.retired:
+                lane.client.close()
+            else:
+                self._reads.put(lane)
 
     def _read_settings(self, settings: dict[str, Any] | None) -> dict[str, Any]:
         return {"max_execution_time": self.query_timeout_s, **(settings or {})}
@@ -488,24 +495,37 @@ class Warehouse:
             moved = self._resolve()
             if not moved or moved == self.dsn:
                 return
+            fresh: list[_Lane] = []
+            try:
+                # every new session first, so a warehouse that is not quite there leaves the old ones
+                fresh.append(_Lane(clickhouse_connect.get_client(dsn=moved, **self._extra)))
+                for _ in range(self._read_lanes):
+                    fresh.append(_Lane(self.session(readonly=2, settings=OWN_WORK, dsn=moved)))
+            except (ClickHouseError, OSError):
+                for lane in fresh:
+                    lane.client.close()
+                return  # not there yet: the next failure asks again
             old = [self._write, self._share, self._probe, *self._settings_lanes.values()]
-            self.dsn = moved
-            self._write = _Lane(clickhouse_connect.get_client(dsn=moved, **self._extra))
             reads: queue.Queue[_Lane] = queue.Queue()
-            for _ in range(self._read_lanes):
-                reads.put(_Lane(self.session(readonly=2, settings=OWN_WORK)))
+            for lane in fresh[1:]:
+                reads.put(lane)
             while not self._reads.empty():
                 old.append(self._reads.get_nowait())
-            self._reads = reads
+            self._mark_read_lanes_retired()
+            self._all_read_lanes = fresh[1:]
+            self.dsn, self._write, self._reads = moved, fresh[0], reads
             self._share, self._probe = None, None
             self._settings_lanes.clear()
-            for lane in old:
-                if lane is not None:
-                    lane.client.close()
-        except (ClickHouseError, OSError):
-            return  # not there yet: the next failure asks again
+            for gone in old:
+                if gone is not None:
+                    gone.client.close()
         finally:
             self._moving.release()
+
+    def _mark_read_lanes_retired(self) -> None:
+        for lane in self._all_read_lanes:
+            lane.retired = True
+        self._all_read_lanes = []
 
     def on_close(self, closer: Callable[[], None]) -> None:
         """Call ``closer`` first when the warehouse closes (sessions opened on it elsewhere)."""

@@ -72,6 +72,7 @@ class WarehouseSink:
         self._bootstrap = bootstrap
         self._fenced_at = -float("inf")
         self._fence_every = settings.session_timeout_s / 2
+        self._uncommitted: dict[Position, int] = {}
         self._thread = threading.Thread(target=self._run, name="warehouse-sink", daemon=True)
         pipeline.reread = self.reread
 
@@ -114,6 +115,7 @@ class WarehouseSink:
                         continue
                     messages.append(source_message(m))
                 if not messages:
+                    self._commit({})  # offsets a rebalance refused earlier: the group shows the true lag
                     continue
                 firsts = _first_offsets(messages)
                 try:
@@ -195,12 +197,22 @@ class WarehouseSink:
                 self.lag[partition] = max(0, high - offset - 1)
 
     def _commit(self, last: dict[tuple[str, int], int]) -> None:
+        """Commit the offsets after ``last`` and any a rebalance refused before (kept until one commit of
+        them succeeds, for the partitions this worker still owns)."""
+        self._uncommitted = {
+            tp: o for tp, o in {**self._uncommitted, **last}.items() if tp[1] in self.assigned
+        }
+        if not self._uncommitted:
+            return
         try:
             self._consumer.commit(
-                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in sorted(self._uncommitted.items())],
+                asynchronous=False,
             )
+            self._uncommitted = {}
         except KafkaException as exc:
-            # Not fatal: the batch is durable, and re-reading it after a rebalance is skipped by position.
+            # Not fatal: the batch is durable, and re-reading it after a rebalance is skipped by position;
+            # the offsets are committed again with the next batch or the next empty poll.
             log.warning("sink.commit_failed", error=str(exc))
 
 

@@ -65,13 +65,14 @@ class Filled:
             SourceMessage(topic, 0, first_offset + i, e["notification_id"].encode(), codec.encode(e))
             for i, e in enumerate(events)
         ]
-        result = self.pipeline.apply(messages)
+        result = self.pipeline.apply(messages).result
         assert len(result.accepted) == len(events) and not result.dead_letters
 
 
 def _legacy_rows() -> tuple[list[list[Any]], list[str]]:
-    """Rows as the writer before sent_at wrote them (its column list had no sent_at)."""
-    columns = [c for c in EVENT_COLUMNS if c != "sent_at"]
+    """Rows as the writer before sent_at wrote them (its column list had no sent_at, nor the later
+    _log_time)."""
+    columns = [c for c in EVENT_COLUMNS if c not in ("sent_at", "_log_time")]
     events = []
     for i in range(30):
         at = T0 - timedelta(hours=1) + timedelta(seconds=10 * i)

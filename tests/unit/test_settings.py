@@ -71,10 +71,10 @@ def test_api_rate_limits_out_of_bounds_are_refused(monkeypatch: pytest.MonkeyPat
     assert "HERALD_API_SQL_CONCURRENCY_PER_KEY" in message
 
 
-def test_ingest_alerts_default_to_a_120_s_stall_and_a_50k_lag(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ingest_alerts_default_to_a_60_s_stall_and_a_50k_lag(monkeypatch: pytest.MonkeyPatch) -> None:
     """The ingest alert thresholds have defaults, reach the monitor's rules, and refuse zero."""
     s = load_settings()
-    assert (s.ingest_stall_s, s.ingest_lag_alert) == (120.0, 50_000)
+    assert (s.ingest_stall_s, s.ingest_lag_alert) == (60.0, 50_000)
     config = ingest_health_config(load_settings(ingest_stall_s=3, ingest_lag_alert=10))
     assert (config.stall_after_ms, config.lag_alert) == (3_000, 10)
     monkeypatch.setenv("HERALD_INGEST_STALL_S", "0")
