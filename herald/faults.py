@@ -2,8 +2,9 @@
 
 ``HERALD_FAULTS`` names points and what happens there, comma-separated: ``point:action[@n]``.
 
-- points (where the ingest writer calls :meth:`Faults.hit`): ``before_insert`` (a run is decided and
-  fenced, its insert not sent), ``after_run`` (a run is in events and every view, the next not
+- points (where the ingest writer calls :meth:`Faults.hit`): ``before_intents`` (a batch is decided
+  and fenced, its runs not planned yet), ``before_insert`` (a run is planned and fenced, its insert not
+  sent), ``after_run`` (a run is in events and every view, the next not
   started), ``before_marker`` (every run of a batch is in, its marker not written);
 - actions: ``kill`` (SIGKILL this process: no cleanup, no flush, as a crash), ``pause=S`` (log
   ``fault.paused`` and sleep S seconds: a window for a test to SIGSTOP the process at exactly that
@@ -13,10 +14,10 @@ Empty in production. Parsing is pure; only :meth:`Faults.hit` acts.
 
 >>> Faults.parse("after_run:kill@3,before_insert:pause=1.5").rules
 (('after_run', 'kill', 0.0, 3), ('before_insert', 'pause', 1.5, 0))
->>> Faults.parse("nowhere:kill")
+>>> Faults.parse("nowhere:kill")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-herald.errors.ConfigError: HERALD_FAULTS: unknown point 'nowhere' (after_run, before_insert, before_marker)
+herald.errors.ConfigError: HERALD_FAULTS: unknown point 'nowhere' (after_run, before_insert, ...)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import structlog
 
 from herald.errors import ConfigError
 
-POINTS = ("after_run", "before_insert", "before_marker")
+POINTS = ("after_run", "before_insert", "before_intents", "before_marker")
 _RULE = re.compile(r"^(?P<point>\w+):(?P<action>kill|pause=(?P<seconds>\d+(\.\d+)?))(@(?P<nth>\d+))?$")
 log = structlog.get_logger("herald.faults")
 

@@ -65,7 +65,7 @@ TENANT_TABLES: Mapping[str, str] = {
 SHARED_ROWS: Mapping[str, str] = {"alerts": "*"}
 """Tenant value of rows every tenant may read (provider-health alerts are global: tenant ``*``)."""
 
-GLOBAL_TABLES = frozenset({"ingest_batches", "schema_migrations"})
+GLOBAL_TABLES = frozenset({"ingest_batches", "ingest_intents", "schema_migrations"})
 """Base tables whose rows are about the whole installation: global readers only."""
 
 VIEWS = frozenset({"delivery_rates_hourly", "alerts_current", "engagement_by_send_minute", "latency_minute"})

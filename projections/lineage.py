@@ -43,7 +43,7 @@ from typing import Protocol
 
 from herald.errors import HeraldError
 
-INGEST_TABLES = ("events", "ingest_batches")
+INGEST_TABLES = ("events", "ingest_batches", "ingest_intents")
 """The tables the ingest projection writes itself (projections/writer.py): the roots of the lineage.
 
 ``events`` holds the log's rows. ``ingest_batches`` holds the projection's position in the log and what

@@ -44,6 +44,8 @@ EVENT_COLUMNS: Final = (
     "_log_time",
 )
 
+INTENT_COLUMNS: Final = ("topic", "partition", "first_offset", "last_offset", "rows", "worker", "planned_at")
+
 BATCH_COLUMNS: Final = (
     "topic",
     "partition",

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import ClickHouseError, DataError
 
 from herald.errors import WarehouseError
 from herald.settings import mask_dsn
@@ -97,8 +97,8 @@ def translated(exc: ClickHouseError, what: str) -> WarehouseError:
         cls = WarehouseLimitError
     elif code in _ACCESS_CODES:
         cls = WarehouseAccessError
-    elif code in _DATA_CODES:
-        cls = WarehouseDataError
+    elif code in _DATA_CODES or (code is None and isinstance(exc, DataError)):
+        cls = WarehouseDataError  # the engine's refusal of the data, or the client's while encoding it
     out = cls(f"{what}: {exc}")
     out.__cause__ = exc
     return out

@@ -16,19 +16,23 @@ Why nothing is lost or counted twice:
 1. A redelivered batch after a crash: ``applied_upto`` (the highest marker or event offset per
    partition) skips what is in; runs start where the warehouse stopped, so a re-formed run has the
    token of the one the crashed worker began.
-2. A crash between a run's ``events`` part and its views' parts (the engine commits the events part
-   first): rows past the last marker belong to a batch whose marker was never written. On
-   (re)assignment the pipeline re-reads those offsets from the log, re-decides them (ingest is a
-   function of the messages and of the dedup state as it was before them, streams/ingest.py) and
-   writes the same runs again (``unmarked``, then ``write``): the parts that are there are dropped,
-   the missing view parts written, and the marker follows.
+2. A crash in the middle of a batch. Before the first insert, the batch writes ahead its plan: one
+   ``ingest_intents`` row per run (first and last offset). An insert can stop with some tables
+   holding the run and others not, and not always ``events`` first (the engine may commit a view's
+   part before the table's), so no table alone tells which runs began; the plans do. On (re)assignment
+   the pipeline finds the runs planned past the last marker (``unmarked``), re-reads their offsets from
+   the log, re-decides them (ingest is a function of the messages and of the dedup state as it was
+   before them, streams/ingest.py) and inserts exactly those runs again (``complete``): every part
+   that is there is dropped by its token, every missing one written, and the marker follows.
 3. A worker that lost its partitions while paused (a stop past its session, a stuck retry): before
-   each insert the pipeline's ``fence`` proves the worker still owns the batch's partitions in its
-   consumer group (streams/sink.py); a worker that cannot prove it writes nothing. One paused in the
-   middle of an insert resumes with its run committed after the new owner's first run of that
-   partition, which starts at the same offset: same token, so the later one is dropped. If the paused
-   worker's run landed first instead, the new owner's check of its first run per partition taken over
-   (``write(..., verify=...)``) sees other rows and resumes after them (``WriteOutcome.lost``).
+   each write the pipeline's ``fence`` proves the worker still owns the batch's partitions in its
+   consumer group (streams/sink.py); a worker that cannot prove it writes nothing. Whatever a paused
+   worker had in flight starts at the offset where the new owner starts, so it collides with the new
+   owner's first batch of that partition, and the engine keeps one: a plan for that start that the
+   engine took first stands (the new owner checks, and if another plan stands it writes nothing of
+   its own and the next load completes that plan); a run landed first with that start's token drops
+   the other (the new owner checks its first run and resumes after the stored one,
+   ``WriteOutcome.lost``).
 4. A retried insert whose acknowledgement was lost is a no-op for the same reason as 3.
 5. A run the engine refuses for its data (a value a column cannot hold) is bisected: the rows it
    accepts land in deterministic sub-runs, the refused ones come back as ``WriteOutcome.refused`` for
@@ -45,7 +49,7 @@ from typing import Any
 
 from herald.errors import WarehouseError
 from herald.faults import NO_FAULTS, Faults
-from projections.rows import BATCH_COLUMNS, EVENT_COLUMNS, event_row, month_of
+from projections.rows import BATCH_COLUMNS, EVENT_COLUMNS, INTENT_COLUMNS, event_row, month_of
 from projections.warehouse import Warehouse, WarehouseDataError
 from streams.ingest import IngestResult, SourceMessage, TopicPartition, log_time_of
 
@@ -73,6 +77,19 @@ class Run:
     @property
     def token(self) -> str:
         return f"events|{self.topic}/{self.partition}/{self.first}"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A partition's unfinished batch: where it starts (after the last marker) and the runs planned in it,
+    (first, last) offsets each, in order."""
+
+    start: int
+    runs: list[tuple[int, int]]
+
+    @property
+    def end(self) -> int:
+        return self.runs[-1][1]
 
 
 @dataclass
@@ -128,8 +145,9 @@ class IngestWriter:
 
     # ------------------------------------------------------------------------------- positions
 
-    def _maxima(self, sql: str, topic: str, parts: list[int]) -> dict[int, int]:
-        return {int(p): int(v) for p, v in self.warehouse.rows(sql, {"topic": topic, "parts": parts})}
+    def _maxima(self, sql: str, topic: str, parts: list[int], **more: Any) -> dict[int, int]:
+        rows = self.warehouse.rows(sql, {"topic": topic, "parts": parts, **more})
+        return {int(p): int(v) for p, v in rows}
 
     def markers_upto(self, topic: str, partitions: Iterable[int]) -> dict[TopicPartition, int]:
         """Highest offset per partition covered by a marker (-1 when none)."""
@@ -159,12 +177,33 @@ class IngestWriter:
         events = self.events_upto(topic, partitions)
         return {tp: max(markers[tp], events[tp]) for tp in markers}
 
-    def unmarked(self, topic: str, partitions: Iterable[int]) -> dict[TopicPartition, tuple[int, int]]:
-        """Per partition, the offsets (first, last) of rows past its last marker: a batch that may have
-        reached events without reaching every view. Empty when every batch is marked."""
+    def unmarked(self, topic: str, partitions: Iterable[int]) -> dict[TopicPartition, Pending]:
+        """Per partition, the runs planned (or rows written) past its last marker: a batch that may have
+        reached some tables and not others. Empty when every batch is marked."""
         markers = self.markers_upto(topic, partitions)
+        if not markers:
+            return {}
+        floors = {p: m for (_, p), m in markers.items()}
+        plans: dict[int, list[tuple[int, int]]] = {}
+        for p, first, last in self.warehouse.rows(
+            "SELECT partition, first_offset, argMin(last_offset, _block_number) FROM ingest_intents "
+            "WHERE topic = {topic:String} AND partition IN {parts:Array(UInt16)} "
+            "AND toInt64(first_offset) > "
+            "transform(partition, {parts:Array(UInt16)}, {floors:Array(Int64)}, -1) "
+            "GROUP BY partition, first_offset ORDER BY partition, first_offset",
+            {"topic": topic, "parts": sorted(floors), "floors": [floors[p] for p in sorted(floors)]},
+        ):
+            plans.setdefault(int(p), []).append((int(first), int(last)))
         events = self.events_upto(topic, partitions)
-        return {tp: (markers[tp] + 1, events[tp]) for tp in markers if events[tp] > markers[tp]}
+        out = {}
+        for tp, marker in markers.items():
+            runs = plans.get(tp[1], [])
+            written = events[tp]
+            if written > max([marker, *(last for _, last in runs)]):
+                runs.append((max([marker, *(last for _, last in runs)]) + 1, written))  # rows no plan names
+            if runs:
+                out[tp] = Pending(marker + 1, runs)
+        return out
 
     def seen_event_ids(
         self, topic: str, partition: int, horizon_s: int, limit: int, below_offset: int | None = None
@@ -197,7 +236,14 @@ class IngestWriter:
         outcome = WriteOutcome()
         check = set(verify)
         runs = runs_of(result.accepted)
+        if runs:
+            fence()
+            self._plan(runs, now)
+            for tp, stored_last in self._plans_of_others(runs, check).items():
+                outcome.lost[tp] = stored_last
         for tp in sorted(result.progress):
+            if tp in outcome.lost:
+                continue
             for i, run in enumerate(r for r in runs if (r.topic, r.partition) == tp):
                 refused_before = len(outcome.refused)
                 self._insert_bisecting(run, now, fence, outcome.refused)
@@ -206,6 +252,53 @@ class IngestWriter:
                     if stored != (run.last, len(run.items)):
                         outcome.lost[tp] = stored[0]
                         break
+        self._mark(result, outcome, now, fence)
+        return outcome
+
+    def complete(
+        self, result: IngestResult, pending: Pending, fence: Callable[[], None] = _no_fence
+    ) -> WriteOutcome:
+        """Insert exactly the runs an unfinished batch planned (``result`` is the same offsets decided
+        again from the log: the same verdicts), each as its plan drew it, so every token is the one its
+        first attempt carried; then the batch's marker."""
+        now = self._clock()
+        outcome = WriteOutcome()
+        for first, last in pending.runs:
+            items = [(m, ev) for m, ev in result.accepted if first <= m.offset <= last]
+            if items:
+                run = Run(items[0][0].topic, items[0][0].partition, items)
+                self._insert_bisecting(run, now, fence, outcome.refused)
+        self._mark(result, outcome, now, fence)
+        return outcome
+
+    def _plan(self, runs: list[Run], now: datetime) -> None:
+        """Write ahead which runs this batch will insert (item 2 of the module docstring); a retry of the
+        same plan is one block. Where two writers plan the same start, the engine's first stands."""
+        rows = [(r.topic, r.partition, r.first, r.last, len(r.items), self.worker, now) for r in runs]
+        self.faults.hit("before_intents")
+        token = "intents|" + ",".join(f"{r.partition}/{r.first}-{r.last}" for r in runs)
+        self.warehouse.insert("ingest_intents", rows, INTENT_COLUMNS, dedup_token=f"{runs[0].topic}|{token}")
+
+    def _plans_of_others(self, runs: list[Run], check: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """For the partitions just taken over, the first runs another writer planned first (a worker that
+        lost the partition while its plan was in flight): partition -> the offset before that plan, where
+        this worker resumes once the plan is applied (the next load applies it from the log)."""
+        firsts = {(r.topic, r.partition): r for r in reversed(runs) if (r.topic, r.partition) in check}
+        out: dict[TopicPartition, int] = {}
+        for tp, run in firsts.items():
+            rows = self.warehouse.rows(
+                "SELECT argMin(last_offset, _block_number) FROM ingest_intents WHERE topic = {topic:String} "
+                "AND partition = {p:UInt16} AND first_offset = {first:UInt64}",
+                {"topic": run.topic, "p": run.partition, "first": run.first},
+            )
+            if rows and int(rows[0][0]) != run.last:
+                out[tp] = run.first - 1
+        return out
+
+    def _mark(
+        self, result: IngestResult, outcome: WriteOutcome, now: datetime, fence: Callable[[], None]
+    ) -> None:
+        """One marker row per partition the batch completed (not those another writer took)."""
         refused_at = {(m.topic, m.partition): 0 for m, _ in outcome.refused}
         for m, _ in outcome.refused:
             refused_at[(m.topic, m.partition)] += 1
@@ -225,7 +318,6 @@ class IngestWriter:
             self.faults.hit("before_marker")
             fence()
             self.warehouse.insert("ingest_batches", markers, BATCH_COLUMNS, dedup_token=token)
-        return outcome
 
     def insert_run(self, run: Run, now: datetime) -> None:
         rows = [

@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, Producer
 
 from herald.errors import HeraldError, WarehouseError
 from herald.settings import Settings
-from projections.writer import IngestWriter
+from projections.writer import IngestWriter, Pending
 from schemas.codec import AvroCodec
 from streams.dedup import EventDeduplicator
 from streams.ingest import DeadLetter, IngestResult, SourceMessage, TopicPartition, dead_letter, ingest
@@ -189,8 +189,8 @@ class IngestPipeline:
         for topic, p in missing:
             by_topic.setdefault(topic, []).append(p)
         for topic, parts in by_topic.items():
-            for tp, (first, last) in sorted(self.writer.unmarked(topic, parts).items()):
-                self._repair(tp, first, last, fence)
+            for tp, pending in sorted(self.writer.unmarked(topic, parts).items()):
+                self._repair(tp, pending, fence)
             applied = self.writer.applied_upto(topic, parts)
             for p in parts:
                 dedup = self._deduplicator(topic, p)
@@ -205,10 +205,12 @@ class IngestPipeline:
                     dedup_ids=len(dedup),
                 )
 
-    def _repair(self, tp: TopicPartition, first: int, last: int, fence: Callable[[], None]) -> None:
-        """Write again the batch whose rows reached events past the last marker: re-read from the log and
-        re-decided with the dedup state from before it, it forms the same runs with the same tokens, so
-        what the engine has is dropped and what it misses (a view's part) is written, then the marker."""
+    def _repair(self, tp: TopicPartition, pending: Pending, fence: Callable[[], None]) -> None:
+        """Finish the batch that was planned past the last marker: re-read from the log and re-decided
+        with the dedup state from before it, its runs are inserted exactly as planned, with the tokens
+        their first attempt carried, so what the engine has is dropped and what it misses (a view's
+        part, the events part) is written; then the marker (projections/writer.py, item 2)."""
+        first, last = pending.start, pending.end
         if self.reread is None:
             raise WarehouseError(
                 f"{tp[0]}/{tp[1]}: offsets {first}-{last} have no marker and cannot be re-read"
@@ -219,10 +221,12 @@ class IngestPipeline:
             messages, self.codec.decode, dedup, {tp: first - 1}, self._clock(), self.settings.max_event_bytes
         )
         # Dead letters were produced before the first attempt wrote anything: not sent again.
-        self.writer.write(result, fence)
+        outcome = self.writer.complete(result, pending, fence)
+        if outcome.refused:
+            self._refused(outcome.refused)
         self.status.repairs += 1
         log.warning("ingest.repaired", topic=tp[0], partition=tp[1], first=first, last=last,
-                    rows=len(result.accepted))  # fmt: skip
+                    runs=len(pending.runs), rows=len(result.accepted))  # fmt: skip
 
     def forget(self, tps: Iterable[TopicPartition]) -> None:
         """Drop state of revoked partitions; it is rebuilt from the warehouse if they come back."""

@@ -32,4 +32,27 @@ ALTER TABLE events ADD INDEX IF NOT EXISTS log_offset _offset TYPE minmax GRANUL
 --    partition is the watermark the alert monitor judges minutes by, so a minute is never judged from
 --    events whose rollup rows are not written yet.
 ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS max_occurred_at DateTime64(3, 'UTC') DEFAULT 0;
-ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS max_log_time DateTime64(3, 'UTC') DEFAULT 0
+ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS max_log_time DateTime64(3, 'UTC') DEFAULT 0;
+
+-- 5. Write-ahead intents: before a batch's runs are inserted, one row per run says which offsets it
+--    covers (its first and last row). The engine may commit a view's part before the events part of
+--    the same insert (a view's part is not held back until the table's is in), so after a crash no
+--    table alone says which runs were started; the intents do. A partition's intents past its last
+--    marker are runs that may be partly in: whoever loads the partition inserts exactly those runs
+--    again from the log before anything else, completing every table they reached. Two plans for the
+--    same first offset (a worker paused past its session, and the partition's new owner): the one
+--    the engine took first stands (_block_number, the order the engine took the inserts in), because
+--    only the first insert with that start's token can land.
+CREATE TABLE IF NOT EXISTS ingest_intents
+(
+    topic        LowCardinality(String),
+    partition    UInt16,
+    first_offset UInt64,
+    last_offset  UInt64,
+    rows         UInt32,
+    worker       LowCardinality(String),
+    planned_at   DateTime64(3, 'UTC')
+)
+ENGINE = MergeTree
+ORDER BY (topic, partition, first_offset)
+SETTINGS non_replicated_deduplication_window = 100000, enable_block_number_column = 1

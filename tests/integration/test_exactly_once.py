@@ -160,8 +160,8 @@ def test_a_batch_half_applied_to_its_views_is_completed_when_its_partition_is_lo
     assert warehouse.rows(view) != warehouse.rows(recount)  # the view did not
 
     restarted = pipeline(warehouse, log)
-    restarted.apply(second)  # loads both partitions: repairs partition 0, then applies the rest once
-    assert restarted.status.repairs == 1
+    restarted.apply(second)  # loads both partitions: finishes the planned batch of each, then skips it
+    assert restarted.status.repairs == 2  # partition 0's run reached events, partition 1's only its plan
     assert warehouse.rows("SELECT count(), uniqExact(event_id) FROM events") == [(3000, 3000)]
     assert warehouse.rows(view) == warehouse.rows(recount)
     assert rollups_against_recount(warehouse.rows) == {}
@@ -208,8 +208,9 @@ def test_a_future_dated_event_cannot_shrink_the_dedup_horizon(warehouse: Warehou
 
 
 def test_a_worker_that_lost_the_race_for_its_first_run_resumes_after_the_winner(warehouse: Warehouse) -> None:
-    """A paused worker's run landed first with other rows than the new owner's first run at the same
-    offset: the owner sees it, writes no marker for its own, and resumes after the stored run."""
+    """A paused worker planned and wrote its run first, other rows than the new owner's first run at the
+    same offset: the owner sees the other plan stand, writes nothing of its own batch, and the next load
+    finishes the paused worker's plan; the owner resumes after it."""
     log = messages(600, partitions=1)
     zombie_batch, owner_batch = log[:150], log[:400]  # both start where the warehouse stopped
     owner = pipeline(warehouse, log)
@@ -217,7 +218,7 @@ def test_a_worker_that_lost_the_race_for_its_first_run_resumes_after_the_winner(
     pipeline(warehouse, log).apply(zombie_batch)  # then the paused worker's run lands
     warehouse.command("TRUNCATE TABLE ingest_batches")  # without its marker: that write was fenced
     applied = owner.apply(owner_batch)
-    assert applied.lost == {(TOPIC, 0): log[149].offset}
+    assert applied.lost == {(TOPIC, 0): -1}  # resume at the other plan's start: the next load finishes it
     assert warehouse.rows("SELECT count(), uniqExact(event_id) FROM events") == [(150, 150)]
     assert rollups_against_recount(warehouse.rows) == {}
     owner.apply(log[150:])  # resumed after the stored run: the rest lands once

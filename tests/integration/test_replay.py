@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from projections.fingerprint import Fingerprint, derived_tables, fingerprints, recount_rollups
+from projections.fingerprint import UNCOMPARED, Fingerprint, derived_tables, fingerprints, recount_rollups
 from projections.warehouse import Warehouse
 from simulator.run import emit_exact
 from streams.emitter import Emitter
@@ -72,7 +72,7 @@ def test_a_replay_gives_every_table_derived_from_the_log_its_live_fingerprint(he
 
     assert report.messages == VALID + INVALID + RETRIED
     assert report.totals.dead_letters == INVALID and report.totals.duplicates == RETRIED
-    assert set(live) == set(derived_tables())
+    assert set(live) == set(derived_tables()) - UNCOMPARED
     assert live["events"].rows == VALID
     assert all(live[t].rows > 0 for t in (*ROLLUPS, "engagement_profiles", "ingest_batches")), live
     assert replayed == live

@@ -96,7 +96,10 @@ def fill(root: Path) -> Iterator[Filled]:
             "topic", "partition", "first_offset", "last_offset", "rows", "dead_letters", "duplicates",
             "worker", "written_at",
         ])  # fmt: skip
-        assert {"ingest_batches", "schema_migrations"} == GLOBAL_TABLES, "fill every global table here"
+        warehouse.insert("ingest_intents", [("lifecycle", 0, 0, 0, 1, "test", NOW)], [
+            "topic", "partition", "first_offset", "last_offset", "rows", "worker", "planned_at",
+        ])  # fmt: skip
+        assert {"ingest_batches", "ingest_intents", "schema_migrations"} == GLOBAL_TABLES, "fill each one"
         keys_file = root / "keys.yaml"
         keys_file.write_text(yaml.safe_dump({"keys": key_entries()}))
         assert load_key_ring(keys_file) is not None

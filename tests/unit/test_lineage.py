@@ -22,6 +22,7 @@ from projections.migrate import MIGRATIONS_DIR, discover
 DERIVED = {
     "events",
     "ingest_batches",
+    "ingest_intents",
     *("delivery_minute", "delivery_minute_mv", "delivery_hour", "delivery_hour_mv"),
     *("delivery_cohort_minute", "delivery_cohort_minute_mv"),
     *("experiment_variant_minute", "experiment_variant_minute_mv"),
@@ -64,7 +65,7 @@ def test_module_doctests_pass() -> None:
 
 
 def test_the_migrations_derive_exactly_the_ingest_tables_their_rollups_and_the_views_over_them() -> None:
-    """events, ingest_batches, every rollup with its materialized view and every view over them."""
+    """The ingest tables, every rollup with its materialized view and every view over them."""
     found = derived_objects(discover())
     assert {o.name for o in found} == DERIVED
     assert len(found) == len(DERIVED)
