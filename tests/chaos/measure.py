@@ -236,7 +236,10 @@ def measure(install: Installation, traffic: Traffic) -> Measurement:
 
 
 def keep_as_left(path: Path) -> None:
-    """A copy of the closed embedded warehouse (data and its engine configuration) beside it."""
+    """A copy of the closed embedded warehouse (data and its engine configuration) beside it, which
+    ``Warehouse("chdb://<copy>")`` opens. Its symbolic links (data/ and metadata/ into store/) are
+    relative and stay links: the engine will not load a database whose links became directories."""
     for source in (path, path.with_name(path.name + ".config")):
         if source.exists():
-            shutil.copytree(source, source.with_name(source.name.replace("warehouse", "warehouse-as-left")))
+            target = source.with_name(source.name.replace("warehouse", "warehouse-as-left"))
+            shutil.copytree(source, target, symlinks=True)
