@@ -23,7 +23,7 @@ from herald.logging import configure_logging
 from infra.local_kafka import LocalKafka, free_port
 from tests.chaos import scenario
 from tests.chaos.install import kafka_logger
-from tests.chaos.report import scenario_text, summary_line, totals
+from tests.chaos.report import LEGEND, scenario_text, summary_line, totals
 from tests.chaos.scenarios import SCENARIOS
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
@@ -72,6 +72,7 @@ def main(argv: list[str]) -> int:
     for outcome in outcomes:
         print("\n".join(scenario_text(outcome)) + "\n")
     line = summary_line(outcomes, seed, elapsed)
+    print(LEGEND)
     print(line)
     passed = all(o.passed for o in outcomes)
     RESULTS.mkdir(parents=True, exist_ok=True)

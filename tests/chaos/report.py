@@ -10,6 +10,10 @@ from tests.chaos.install import MECHANISMS
 from tests.chaos.scenario import Outcome
 
 TOTALS = ("kills", "pauses", "owner_restarts", "broker_restarts", "poison")
+LEGEND = (
+    "lost / dup: events by event id (sent and missing, rows beyond one per id); each rollup by cell (key x "
+    "exact column) below / above the recount of its view over events; chaos_slow by events per tenant"
+)
 SKETCH_NOTE = (
     "   equal*: every key, count, sum and sketch size as live; only t-digest quantile estimates moved "
     "(at most by the % shown), as another merge order moves them"
