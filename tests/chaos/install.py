@@ -49,6 +49,11 @@ class ChaosError(HeraldError):
     """A scenario could not do what it set out to (a worker crashed, ingest never caught up)."""
 
 
+class StalledError(ChaosError):
+    """Ingest did not catch up: what is in the warehouse can be counted, but not replayed safely (a
+    message that stalls the workers would stall the replay too)."""
+
+
 def kafka_logger(path: Path) -> logging.Logger:
     """Where the suite's own Kafka clients log (librdkafka would print every refused connection of a
     broker restart on stderr, burying the progress lines)."""
@@ -203,13 +208,13 @@ class Installation:
             if lag is not None and (least is None or lag < least):
                 least, progressed = lag, time.monotonic()
             if time.monotonic() - progressed > stall_s:
-                raise ChaosError(
+                raise StalledError(
                     f"{self.name}: ingest stalled {lag} behind for {stall_s:.0f} s; the workers keep "
                     f"retrying: {self.last_retry_error()}"
                 )
             time.sleep(0.5)
         tails = "\n".join(f"--- {n}\n{w.tail(1500)}" for n, w in self.workers.items())
-        raise ChaosError(f"{self.name}: still {lag} behind after {timeout:.0f} s\n{tails}")
+        raise StalledError(f"{self.name}: still {lag} behind after {timeout:.0f} s\n{tails}")
 
     def last_retry_error(self) -> str:
         """The error of the newest ``ingest.retrying`` line in any worker's log ('' when none)."""

@@ -114,9 +114,11 @@ def scenario_text(outcome: Outcome) -> list[str]:
         lines.append(f"   dead letters: {d.expected} sent, {d.letters} on the topic: {d.once} once, "
                      f"{d.twice} twice, {d.missing} missing, {d.unexpected} unexpected"
                      + (f" ({stages})" if stages else ""))  # fmt: skip
+        replayed = f"{number(m.replayed_messages)} messages in {m.replay_s:.0f} s"
+        if not m.replayed_messages:
+            replayed = "not run (ingest did not catch up: lost counts include what it did not apply)"
         lines.append(f"   poison landed as rows: {m.unexpected_rows}; rows past their partition's last "
-                     f"marker: {m.unmarked}; replay: {number(m.replayed_messages)} messages in "
-                     f"{m.replay_s:.0f} s")  # fmt: skip
+                     f"marker: {m.unmarked}; replay: {replayed}")  # fmt: skip
     for failure in outcome.failures:
         lines.append(f"   FAILED: {failure}")
     if not outcome.passed:
