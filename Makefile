@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 KAFKA_LIBS := infra/kafka/target/libs/.complete
 
-.PHONY: setup demo test test-unit test-integration bench lint browser audit lock clean
+.PHONY: setup demo test test-unit test-integration bench chaos lint browser audit lock clean
 
 setup: $(STAMP) $(KAFKA_LIBS)
 
@@ -50,6 +50,12 @@ lock:
 
 bench: setup
 	$(PY) -m bench
+
+# Not part of `make test`: minutes of kills, pauses, restarts and poison against the real broker and
+# engine, then every derived table counted, recounted and replayed (tests/chaos; --quick is smaller,
+# --seed N replays a plan). Writes bench/results/chaos-latest.json; exits 1 on any loss or duplicate.
+chaos: setup
+	$(PY) -m tests.chaos
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -45,11 +45,16 @@ class LocalKafka:
         return True
 
     def start(self, wait_s: float = 90) -> str:
-        """Start (formatting on first use) and wait until it accepts connections. Idempotent."""
+        """Start (formatting on first use) and wait until it accepts connections. Idempotent. A restart
+        on the same data dir (after ``stop``) is the same broker: its topics, offsets and groups, on the
+        same port and the controller port it first had."""
         _run("fetch")
         if not self.running():
-            cport = self.controller_port or free_port()
-            _run("start", str(self.data_dir.resolve()), str(self.port), str(cport))
+            recorded = self.data_dir / "controller.port"
+            if self.controller_port is None and recorded.exists():
+                self.controller_port = int(recorded.read_text())
+            self.controller_port = self.controller_port or free_port()
+            _run("start", str(self.data_dir.resolve()), str(self.port), str(self.controller_port))
         try:
             _run("wait", str(self.port), str(int(wait_s)))
         except KafkaUnavailableError as exc:

@@ -2,6 +2,7 @@
 # Local single-node KRaft Kafka broker: fetch | start | wait | stop | status.
 #   broker.sh fetch                          download the broker jars with Maven (idempotent)
 #   broker.sh start DATA_DIR PORT CPORT      format DATA_DIR on first use, start in the background
+#                                            (records CPORT in DATA_DIR/controller.port)
 #   broker.sh wait  PORT [SECONDS]           wait until the broker accepts connections
 #   broker.sh stop  DATA_DIR                 stop the broker started on DATA_DIR
 #   broker.sh status DATA_DIR                exit 0 when it runs, print its pid
@@ -51,6 +52,7 @@ start() {
     -cp "$(classpath)" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
   echo $! > "$dir/broker.pid"
   echo "$port" > "$dir/broker.port"
+  echo "$cport" > "$dir/controller.port"
 }
 
 uuid_gen() {
