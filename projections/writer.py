@@ -216,7 +216,13 @@ class IngestWriter:
             f"AND _log_time >= (SELECT max(_log_time) FROM events WHERE {where}) "
             "- INTERVAL {h:UInt32} SECOND "
             "ORDER BY _log_time DESC LIMIT {limit:UInt32}",
-            {"topic": topic, "p": partition, "h": horizon_s, "limit": limit, "below": 2**63 if below_offset is None else below_offset},
+            {
+                "topic": topic,
+                "p": partition,
+                "h": horizon_s,
+                "limit": limit,
+                "below": 2**63 if below_offset is None else below_offset,
+            },
         )
         return [(str(e), int(ms)) for e, ms in rows]
 

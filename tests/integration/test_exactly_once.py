@@ -167,6 +167,32 @@ def test_a_batch_half_applied_to_its_views_is_completed_when_its_partition_is_lo
     assert rollups_against_recount(warehouse.rows) == {}
 
 
+def test_a_partitions_first_batch_half_applied_is_completed_too(warehouse: Warehouse) -> None:
+    """The same when the batch is the partition's first (it starts at offset 0): its dedup state is the
+    empty one from before it, not its own rows, so its rows are not taken for duplicates of themselves."""
+    log = messages(1000)
+    warehouse.command("CREATE TABLE fault_switch (on UInt8) ENGINE = Memory")
+    warehouse.command(
+        "CREATE TABLE view_counts (tenant_id String, n UInt64) ENGINE = SummingMergeTree ORDER BY tenant_id "
+        "SETTINGS non_replicated_deduplication_window = 1000"
+    )
+    warehouse.command(
+        "CREATE MATERIALIZED VIEW view_counts_mv TO view_counts AS SELECT tenant_id, "
+        "count() + throwIf((SELECT count() FROM fault_switch) > 0) AS n FROM events GROUP BY tenant_id"
+    )
+    warehouse.command("INSERT INTO fault_switch VALUES (1)")
+    with pytest.raises(RuntimeError, match="gave up retrying"):
+        pipeline(warehouse, log).apply(log)
+    warehouse.command("TRUNCATE TABLE fault_switch")
+    restarted = pipeline(warehouse, log)
+    restarted.apply(log)
+    view = "SELECT tenant_id, sum(n) FROM view_counts GROUP BY ALL ORDER BY ALL"
+    recount = "SELECT tenant_id, count() FROM events GROUP BY ALL ORDER BY ALL"
+    assert warehouse.rows("SELECT count(), uniqExact(event_id) FROM events") == [(1000, 1000)]
+    assert warehouse.rows(view) == warehouse.rows(recount)
+    assert rollups_against_recount(warehouse.rows) == {}
+
+
 def test_a_run_the_engine_refuses_is_bisected_and_only_its_bad_rows_are_dead_lettered(
     warehouse: Warehouse,
 ) -> None:
